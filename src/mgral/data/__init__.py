@@ -1,0 +1,1 @@
+"""Datasets: readers, writers, the built-in generators and the active-learning pool."""

@@ -1,0 +1,85 @@
+"""Checks shared by every reader: boxes, ids, files. Errors name the file, the item and the problem."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mgral.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BoxStats:
+    """Counts of what the box check repaired, for one warning per dataset."""
+
+    clipped: int = 0
+
+
+def check_boxes(
+    boxes: np.ndarray, width: int, height: int, source: str, item: str, stats: BoxStats
+) -> np.ndarray:
+    """Validate ``[x1, y1, x2, y2]`` boxes of one image; clip overhangs (counted in ``stats``).
+
+    Raises :class:`InputError` for a non-finite box, a box with no area, or one wholly outside the image.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return boxes
+    if not np.isfinite(boxes).all():
+        k = int(np.nonzero(~np.isfinite(boxes).all(1))[0][0])
+        raise InputError(source, f"{item}: box {k} has a non-finite coordinate {boxes[k].tolist()}")
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    bad = (w <= 0) | (h <= 0)
+    if bad.any():
+        k = int(np.nonzero(bad)[0][0])
+        raise InputError(source, f"{item}: box {k} {boxes[k].tolist()} has no area")
+    outside = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= width) | (boxes[:, 1] >= height)
+    if outside.any():
+        k = int(np.nonzero(outside)[0][0])
+        raise InputError(
+            source, f"{item}: box {k} {boxes[k].tolist()} lies wholly outside the {width}x{height} image"
+        )
+    clipped = boxes.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+    changed = (clipped != boxes).any(1)
+    stats.clipped += int(changed.sum())
+    return clipped
+
+
+def warn_clipped(stats: BoxStats, source: str) -> None:
+    if stats.clipped:
+        log.warning("%s: clipped %d box(es) that overhung their image", source, stats.clipped)
+
+
+def check_image_file(path: Path, source: str, item: str, read_header: bool) -> tuple[int, int] | None:
+    """Check that an image file exists (and, with ``read_header``, that PIL can read it); return its size."""
+    if not path.is_file():
+        raise InputError(source, f"{item}: image file {path} not found")
+    if not read_header:
+        return None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(path, f"unreadable image ({exc})") from None
+
+
+def check_unique_ids(ids: list[int], source: str) -> None:
+    seen: set[int] = set()
+    for image_id in ids:
+        if image_id in seen:
+            raise InputError(source, f"duplicate image id {image_id}")
+        seen.add(image_id)
+
+
+def check_not_empty(n: int, source: str) -> None:
+    if n == 0:
+        raise InputError(source, "the dataset has no images")

@@ -1,0 +1,1 @@
+"""Detectors: torchvision models behind one interface (train, predict, embed)."""
