@@ -1,0 +1,187 @@
+"""The ``mgral`` command line. Only this module prints and picks exit codes.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, nothing half-written), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mgral.errors import InputError
+
+log = logging.getLogger("mgral")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError("", f"{self.prog}: {message}")
+
+
+def _load_cfg(args: argparse.Namespace, default_preset: str | None = None) -> Any:
+    from mgral.config import load_config
+
+    preset = args.preset or (None if args.config else default_preset)
+    return load_config(preset=preset, file=args.config, overrides=args.set)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mgral.loop.active_loop import ActiveLearningRun
+    from mgral.reports.summary import write_report
+
+    if not args.preset and not args.config:
+        stored = ActiveLearningRun.stored_config(args.out)
+        if stored is None:
+            raise InputError("mgral run", "give --preset or --config (or --out of an existing run to resume it)")
+        cfg = stored
+        if args.set:
+            raise InputError("--set", "overrides need --preset or --config")
+    else:
+        cfg = _load_cfg(args)
+    if args.no_progress:
+        from dataclasses import replace
+
+        cfg = replace(cfg, progress=False)
+    t0 = time.perf_counter()
+    ActiveLearningRun(cfg, args.out).run()
+    png, md, table = write_report(args.out, metric=_metric_label(cfg.loop.metric), title=cfg.name)
+    print(table)
+    print(f"results: {Path(args.out) / 'results.csv'}\nreport: {png}, {md}\nwall time: {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _metric_label(metric: str) -> str:
+    return {"voc07": "mAP (VOC07 11-point)", "voc": "mAP (VOC all-point)", "coco": "AP (COCO)"}[metric]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mgral.loop.active_loop import ActiveLearningRun
+    from mgral.reports.summary import write_report
+
+    cfg = ActiveLearningRun.stored_config(args.run_dir)
+    metric = _metric_label(cfg.loop.metric) if cfg else "mAP"
+    png, md, table = write_report(args.run_dir, metric=metric, title=cfg.name if cfg else "")
+    print(table)
+    print(f"report: {png}, {md}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from mgral.loop.query import query
+
+    cfg = _load_cfg(args, default_preset="demo")
+    if args.no_progress:
+        from dataclasses import replace
+
+        cfg = replace(cfg, progress=False)
+    doc = query(args.data, args.budget, args.strategy, args.out, cfg, fmt=args.format, split=args.split, seed=args.seed)
+    print(f"selected {doc['budget']} of {doc['n_unlabeled']} unlabeled images with {doc['strategy']}: "
+          f"{args.out} and {Path(args.out).with_suffix('.txt')}")  # fmt: skip
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mgral.metrics.cli_eval import evaluate_files
+
+    result = evaluate_files(args.gt, args.pred, args.metric, fmt=args.format, split=args.split, backend=args.backend)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_data_make(args: argparse.Namespace) -> int:
+    from mgral.data.synthetic import make_dataset, spec_for
+
+    knobs = {
+        "image_size": args.image_size, "num_classes": args.num_classes, "min_objects": args.min_objects,
+        "max_objects": args.max_objects, "min_size": args.min_size, "max_size": args.max_size, "noise": args.noise,
+        "longtail": args.longtail, "clutter": args.clutter,
+    }  # fmt: skip
+    spec = spec_for(args.difficulty, **knobs)
+    ds = make_dataset(args.kind, args.n, args.seed, args.out, spec)
+    print(f"wrote {len(ds)} images, {ds.num_boxes} boxes, {ds.num_classes} classes to {args.out} "
+          f"(annotations: {Path(args.out) / 'annotations.json'})")  # fmt: skip
+    return 0
+
+
+def _add_cfg_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a built-in config: smoke, demo, voc-ssd300, coco-retinanet")
+    p.add_argument("--config", help="a YAML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mgral import __version__
+
+    parser = _Parser(prog="mgral", description="Active learning for object detection (MGRAL and baselines).")
+    parser.add_argument("--version", action="version", version=f"mgral {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run (or resume) an active-learning experiment")
+    _add_cfg_args(p)
+    p.add_argument("--out", required=True, help="run directory (created, or resumed if it holds a run)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("query", help="pick the images to label next in a partly annotated dataset")
+    _add_cfg_args(p)
+    p.add_argument("--data", required=True, help="COCO json, VOC folder or YOLO folder; unannotated images form the pool")
+    p.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "yolo"])
+    p.add_argument("--split", help="VOC split file name (ImageSets/Main/<split>.txt)")
+    p.add_argument("--budget", required=True, help="number of images to select")
+    p.add_argument("--strategy", default="entropy", help="a registered strategy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="JSON output; a .txt list of file names is written beside it")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("evaluate", help="evaluate COCO-format detections against a dataset")
+    p.add_argument("--gt", required=True, help="ground truth: COCO json, VOC folder or YOLO folder")
+    p.add_argument("--pred", required=True, help="COCO results JSON: [{image_id, category_id, bbox, score}]")
+    p.add_argument("--metric", default="coco", choices=["voc07", "voc", "coco"])
+    p.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "yolo"])
+    p.add_argument("--split", help="VOC split")
+    p.add_argument("--backend", default="faster", choices=["faster", "pycocotools"], help="COCO evaluator")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="curves and table of a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("data", help="built-in datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    m = dsub.add_parser("make", help="generate a built-in dataset as COCO")
+    m.add_argument("kind", choices=["shapes", "digits"])
+    m.add_argument("--n", type=int, required=True, help="number of images")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", required=True)
+    m.add_argument("--difficulty", default="easy", choices=["easy", "hard"])
+    for name, tp in (("image-size", int), ("num-classes", int), ("min-objects", int), ("max-objects", int),
+                     ("min-size", int), ("max-size", int), ("noise", float), ("longtail", float), ("clutter", int)):  # fmt: skip
+        m.add_argument(f"--{name}", type=tp, default=None)
+    m.set_defaults(func=cmd_data_make)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.quiet:
+            logging.getLogger().setLevel(logging.WARNING)
+        return int(args.func(args))
+    except InputError as exc:
+        print(f"mgral: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mgral: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``mgral evaluate``: a dataset's annotations against a COCO results file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mgral.data.coco import coco_dict, load_json
+from mgral.data.formats import read_dataset
+from mgral.detectors.detector import Prediction
+from mgral.errors import InputError
+from mgral.metrics.coco import evaluate_coco
+from mgral.metrics.voc import evaluate_voc_dataset
+
+
+def read_results(path: str | Path, image_ids: set[int] | dict[Any, int], category_ids: list[int]) -> list[dict[str, Any]]:
+    """Load and check a COCO results JSON: every entry needs a known image id and category id, a 4-number
+    bbox with non-negative size and a numeric score."""
+    path = Path(path)
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise InputError(path, "expected a JSON list of {image_id, category_id, bbox, score}")
+    known_cats = set(category_ids)
+    for k, d in enumerate(data):
+        if not isinstance(d, dict):
+            raise InputError(path, f"entry {k}: not an object")
+        for key in ("image_id", "category_id", "bbox", "score"):
+            if key not in d:
+                raise InputError(path, f"entry {k}: missing '{key}'")
+        if d["image_id"] not in image_ids:
+            raise InputError(path, f"entry {k}: unknown image id {d['image_id']!r}")
+        if d["category_id"] not in known_cats:
+            raise InputError(path, f"entry {k}: unknown category id {d['category_id']!r}")
+        b = d["bbox"]
+        if not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)) or b[2] < 0 or b[3] < 0:
+            raise InputError(path, f"entry {k}: bbox should be [x, y, w, h] with w, h >= 0, got {b!r}")
+        if not isinstance(d["score"], (int, float)):
+            raise InputError(path, f"entry {k}: score is not a number")
+    return data
+
+
+def evaluate_files(
+    gt: str | Path, pred: str | Path, metric: str, *, fmt: str = "auto", split: str | None = None, backend: str = "faster"
+) -> dict[str, Any]:
+    ds = read_dataset(gt, fmt, split=split, check_images=False)
+    if metric == "coco":
+        ids = {r.image_id for r in ds.images}
+        results = read_results(pred, ids, ds.category_ids)
+        return evaluate_coco(coco_dict(ds), results, backend=backend)
+    # VOC: image ids may be given as numbers (our ids) or as the source's keys (file stems)
+    index: dict[Any, int] = {}
+    for i, r in enumerate(ds.images):
+        index[r.image_id] = i
+        index.setdefault(r.key, i)
+    results = read_results(pred, index, ds.category_ids)
+    cat_to_label = {c: k for k, c in enumerate(ds.category_ids)}
+    per: list[list[tuple[list[float], float, int]]] = [[] for _ in ds.images]
+    for d in results:
+        x, y, w, h = d["bbox"]
+        per[index[d["image_id"]]].append(([x, y, x + w, y + h], float(d["score"]), cat_to_label[d["category_id"]]))
+    preds = [
+        Prediction(
+            np.array([e[0] for e in p], np.float32).reshape(-1, 4), np.array([e[1] for e in p], np.float32),
+            np.array([e[2] for e in p], np.int64), np.zeros((len(p), 0), np.float32),
+        )  # fmt: skip
+        for p in per
+    ]
+    return evaluate_voc_dataset(ds, range(len(ds)), preds, use_07=metric == "voc07")

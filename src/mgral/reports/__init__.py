@@ -1,0 +1,1 @@
+"""Reports: curves and tables of runs."""

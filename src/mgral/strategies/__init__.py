@@ -1,0 +1,19 @@
+"""Query strategies behind one protocol (:mod:`mgral.strategies.base`). Importing this package registers
+the built-in strategies."""
+
+from mgral.strategies import coreset, entropy, random  # noqa: F401
+from mgral.strategies.base import (
+    STRATEGIES,
+    ScoringStrategy,
+    Selection,
+    SelectionContext,
+    Strategy,
+    available_strategies,
+    build_strategy,
+    register_strategy,
+)
+
+__all__ = [
+    "STRATEGIES", "ScoringStrategy", "Selection", "SelectionContext", "Strategy", "available_strategies",
+    "build_strategy", "register_strategy",
+]  # fmt: skip
