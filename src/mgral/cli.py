@@ -38,7 +38,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.preset and not args.config:
         stored = ActiveLearningRun.stored_config(args.out)
         if stored is None:
-            raise InputError("mgral run", "give --preset or --config (or --out of an existing run to resume it)")
+            raise InputError(
+                "mgral run", "give --preset or --config (or --out of an existing run to resume it)"
+            )
         cfg = stored
         if args.set:
             raise InputError("--set", "overrides need --preset or --config")
@@ -52,7 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     ActiveLearningRun(cfg, args.out).run()
     png, md, table = write_report(args.out, metric=_metric_label(cfg.loop.metric), title=cfg.name)
     print(table)
-    print(f"results: {Path(args.out) / 'results.csv'}\nreport: {png}, {md}\nwall time: {time.perf_counter() - t0:.1f}s")
+    print(
+        f"results: {Path(args.out) / 'results.csv'}\nreport: {png}, {md}\nwall time: {time.perf_counter() - t0:.1f}s"
+    )
     return 0
 
 
@@ -80,7 +84,16 @@ def cmd_query(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, progress=False)
-    doc = query(args.data, args.budget, args.strategy, args.out, cfg, fmt=args.format, split=args.split, seed=args.seed)
+    doc = query(
+        args.data,
+        args.budget,
+        args.strategy,
+        args.out,
+        cfg,
+        fmt=args.format,
+        split=args.split,
+        seed=args.seed,
+    )
     print(f"selected {doc['budget']} of {doc['n_unlabeled']} unlabeled images with {doc['strategy']}: "
           f"{args.out} and {Path(args.out).with_suffix('.txt')}")  # fmt: skip
     return 0
@@ -89,7 +102,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mgral.metrics.cli_eval import evaluate_files
 
-    result = evaluate_files(args.gt, args.pred, args.metric, fmt=args.format, split=args.split, backend=args.backend)
+    result = evaluate_files(
+        args.gt, args.pred, args.metric, fmt=args.format, split=args.split, backend=args.backend
+    )
     print(json.dumps(result, indent=1))
     return 0
 
@@ -112,7 +127,9 @@ def cmd_data_make(args: argparse.Namespace) -> int:
 def _add_cfg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a built-in config: smoke, demo, voc-ssd300, coco-retinanet")
     p.add_argument("--config", help="a YAML config file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -131,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="pick the images to label next in a partly annotated dataset")
     _add_cfg_args(p)
-    p.add_argument("--data", required=True, help="COCO json, VOC folder or YOLO folder; unannotated images form the pool")
+    p.add_argument(
+        "--data", required=True, help="COCO json, VOC folder or YOLO folder; unannotated images form the pool"
+    )
     p.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "yolo"])
     p.add_argument("--split", help="VOC split file name (ImageSets/Main/<split>.txt)")
     p.add_argument("--budget", required=True, help="number of images to select")
@@ -169,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         args = build_parser().parse_args(argv)
         if args.quiet:

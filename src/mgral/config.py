@@ -45,7 +45,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    name: str = "tiny_ssd"  # a registered model: tiny_ssd, tiny_retinanet, ssd300_vgg16, retinanet_resnet50_fpn
+    name: str = (
+        "tiny_ssd"  # a registered model: tiny_ssd, tiny_retinanet, ssd300_vgg16, retinanet_resnet50_fpn
+    )
     image_size: int = 96  # input side for the tiny models (ssd300 is always 300)
     width: int = 32  # base channel width of the tiny backbones
     pretrained: str = "none"  # none | backbone (ImageNet backbone via torchvision's weights API)
@@ -184,7 +186,9 @@ def _from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise InputError(where, f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}")
+        raise InputError(
+            where, f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}"
+        )
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
     return cls(**kwargs)
 

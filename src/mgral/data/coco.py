@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mgral.data.dataset import DetectionDataset, ImageRecord
+from mgral.data.dataset import DetectionDataset, ImageRecord, Indices
 from mgral.data.validate import (
     BoxStats,
     check_boxes,
@@ -40,7 +40,9 @@ def _require(obj: dict, key: str, kind: type | tuple[type, ...], source: Path, i
         raise InputError(source, f"{item}: missing field '{key}'")
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise InputError(source, f"{item}: field '{key}' should be {getattr(kind, '__name__', kind)}, got {value!r}")
+        raise InputError(
+            source, f"{item}: field '{key}' should be {getattr(kind, '__name__', kind)}, got {value!r}"
+        )
     return value
 
 
@@ -141,14 +143,22 @@ def read_coco(
 
 def coco_dict(dataset: DetectionDataset, *, only_annotated: bool = False) -> dict[str, Any]:
     """The dataset as a COCO dict (annotation ids 1..N, ``area`` = box area)."""
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for i, rec in enumerate(dataset.images):
         if only_annotated and not rec.annotated:
             continue
         file_name = rec.file_name
         if dataset.image_root is None:
             file_name = str(dataset.image_path(i))
-        images.append({"id": int(rec.image_id), "file_name": file_name, "width": int(rec.width), "height": int(rec.height)})
+        images.append(
+            {
+                "id": int(rec.image_id),
+                "file_name": file_name,
+                "width": int(rec.width),
+                "height": int(rec.height),
+            }
+        )
         for box, label, ign in zip(rec.boxes.tolist(), rec.labels.tolist(), rec.ignore.tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
             anns.append(
@@ -171,14 +181,16 @@ def write_coco(dataset: DetectionDataset, path: str | Path, *, only_annotated: b
 
 
 def predictions_to_coco_results(
-    dataset: DetectionDataset, indices: Sequence[int], predictions: Sequence[Any]
+    dataset: DetectionDataset, indices: Indices, predictions: Sequence[Any]
 ) -> list[dict[str, Any]]:
     """COCO results (``image_id, category_id, bbox [x, y, w, h], score``) from per-image predictions."""
     out = []
     for i, pred in zip(indices, predictions):
         image_id = int(dataset.images[int(i)].image_id)
         boxes = np.asarray(pred.boxes, np.float64)
-        for box, score, label in zip(boxes.tolist(), np.asarray(pred.scores).tolist(), np.asarray(pred.labels).tolist()):
+        for box, score, label in zip(
+            boxes.tolist(), np.asarray(pred.scores).tolist(), np.asarray(pred.labels).tolist()
+        ):
             out.append(
                 {
                     "image_id": image_id,

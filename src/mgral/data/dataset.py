@@ -22,6 +22,9 @@ from PIL import Image, UnidentifiedImageError
 
 from mgral.errors import InputError
 
+#: dataset indices: a list of ints or an integer array
+Indices = Sequence[int] | np.ndarray
+
 
 @dataclass
 class ImageRecord:
@@ -76,7 +79,9 @@ class DetectionDataset:
         self.class_names = list(class_names)
         self.image_root = Path(image_root) if image_root is not None else None
         self.source = str(source)
-        self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+        self.category_ids = (
+            list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+        )
         if len(self.category_ids) != len(self.class_names):
             raise ValueError("category_ids and class_names differ in length")
         self._by_id = {rec.image_id: i for i, rec in enumerate(self.images)}
@@ -122,7 +127,11 @@ class DetectionDataset:
 
     def subset(self, indices: Iterable[int]) -> DetectionDataset:
         return DetectionDataset(
-            [self.images[int(i)] for i in indices], self.class_names, self.image_root, self.source, self.category_ids
+            [self.images[int(i)] for i in indices],
+            self.class_names,
+            self.image_root,
+            self.source,
+            self.category_ids,
         )
 
     def annotated_indices(self) -> np.ndarray:
@@ -140,7 +149,9 @@ def merge_datasets(parts: Sequence[DetectionDataset], source: str) -> DetectionD
     names = parts[0].class_names
     for p in parts[1:]:
         if p.class_names != names:
-            raise InputError(p.source, f"class names {p.class_names} differ from {names} of {parts[0].source}")
+            raise InputError(
+                p.source, f"class names {p.class_names} differ from {names} of {parts[0].source}"
+            )
     images: list[ImageRecord] = []
     seen: set[int] = set()
     next_id = 1 + max((r.image_id for p in parts for r in p.images), default=0)

@@ -19,8 +19,10 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "Annotations").is_dir() or (path / "JPEGImages").is_dir():
             return "voc"
-        if (path / "labels").is_dir() or (path / "images").is_dir() and any(
-            (path / n).is_file() for n in ("classes.txt", "obj.names", "data.yaml")
+        if (
+            (path / "labels").is_dir()
+            or (path / "images").is_dir()
+            and any((path / n).is_file() for n in ("classes.txt", "obj.names", "data.yaml"))
         ):
             return "yolo"
         jsons = sorted(path.glob("*.json"))
@@ -28,7 +30,9 @@ def detect_format(path: Path) -> str:
             return "coco"
     if not path.exists():
         raise InputError(path, "no such file or folder")
-    raise InputError(path, "cannot tell the dataset format (COCO .json, VOC folder or YOLO folder); pass --format")
+    raise InputError(
+        path, "cannot tell the dataset format (COCO .json, VOC folder or YOLO folder); pass --format"
+    )
 
 
 def read_dataset(

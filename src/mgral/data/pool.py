@@ -29,7 +29,9 @@ class Pool:
         return pool
 
     @classmethod
-    def random_initial(cls, n: int, size: int, rng: np.random.Generator, candidates: np.ndarray | None = None) -> Pool:
+    def random_initial(
+        cls, n: int, size: int, rng: np.random.Generator, candidates: np.ndarray | None = None
+    ) -> Pool:
         """A pool whose cycle-0 labeled set is ``size`` images drawn from ``candidates`` (default all)."""
         cand = np.arange(n) if candidates is None else np.asarray(candidates)
         if not 0 < size <= len(cand):

@@ -32,7 +32,8 @@ def load_run_data(cfg: DataConfig, cache_dir: str | Path) -> tuple[DetectionData
             if not (root / sub).is_dir():
                 raise InputError(root, f"expected a VOCdevkit folder holding {sub}/")
         pool = merge_datasets(
-            [read_voc(root / "VOC2007", "trainval"), read_voc(root / "VOC2012", "trainval")], str(root) + " (07+12 trainval)"
+            [read_voc(root / "VOC2007", "trainval"), read_voc(root / "VOC2012", "trainval")],
+            str(root) + " (07+12 trainval)",
         )
         return pool, read_voc(root / "VOC2007", "test")
     if cfg.kind == "coco2017":
@@ -45,5 +46,7 @@ def load_run_data(cfg: DataConfig, cache_dir: str | Path) -> tuple[DetectionData
     pool = read_dataset(cfg.train, cfg.train_format, split=cfg.train_split)
     test = read_dataset(cfg.test, cfg.test_format, split=cfg.test_split)
     if pool.class_names != test.class_names:
-        raise InputError(cfg.test, f"class names {test.class_names} differ from the pool's {pool.class_names}")
+        raise InputError(
+            cfg.test, f"class names {test.class_names} differ from the pool's {pool.class_names}"
+        )
     return pool, test

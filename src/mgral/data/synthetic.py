@@ -58,14 +58,18 @@ DIFFICULTIES: dict[str, SyntheticSpec] = {
 
 def spec_for(difficulty: str = "easy", **overrides: Any) -> SyntheticSpec:
     if difficulty not in DIFFICULTIES:
-        raise InputError("--difficulty", f"unknown setting {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}")
+        raise InputError(
+            "--difficulty", f"unknown setting {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}"
+        )
     known = {f.name for f in fields(SyntheticSpec)}
     bad = set(overrides) - known
     if bad:
         raise InputError("synthetic", f"unknown option(s) {', '.join(sorted(bad))}")
     spec = replace(DIFFICULTIES[difficulty], **{k: v for k, v in overrides.items() if v is not None})
     if spec.min_objects < 0 or spec.max_objects < max(1, spec.min_objects):
-        raise InputError("synthetic", "objects per image: need 0 <= min_objects <= max_objects, max_objects >= 1")
+        raise InputError(
+            "synthetic", "objects per image: need 0 <= min_objects <= max_objects, max_objects >= 1"
+        )
     if not 4 <= spec.min_size <= spec.max_size <= spec.image_size:
         raise InputError("synthetic", "object size: need 4 <= min_size <= max_size <= image_size")
     return spec
@@ -79,7 +83,9 @@ def _background(rng: np.random.Generator, s: int, noise: float) -> np.ndarray:
     return img
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, name: str, box: tuple[float, float, float, float], fill: int) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, name: str, box: tuple[float, float, float, float], fill: int
+) -> None:
     x1, y1, x2, y2 = box
     cx, cy, r = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2
     if name == "circle":
@@ -121,7 +127,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area, 1e-9)
 
 
-def render_image(kind: str, spec: SyntheticSpec, seed: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_image(
+    kind: str, spec: SyntheticSpec, seed: int, index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render image ``index``: ``(uint8[s, s, 3], boxes float32[N, 4], labels int64[N])``."""
     rng = np.random.default_rng(derive_seed("synthetic", kind, seed, index))
     s = spec.image_size
@@ -149,7 +157,9 @@ def render_image(kind: str, spec: SyntheticSpec, seed: int, index: int) -> tuple
             choices = np.nonzero(targets == label)[0]
             glyph = bank[int(rng.choice(choices))]
             side = max(4, int(round(size)))
-            g = Image.fromarray((glyph * 255).astype(np.uint8)).resize((side, side), Image.BILINEAR)
+            g = Image.fromarray((glyph * 255).astype(np.uint8)).resize(
+                (side, side), Image.Resampling.BILINEAR
+            )
             mask_img.paste(g, (int(x1), int(y1)))
         else:
             draw = ImageDraw.Draw(mask_img)
@@ -183,11 +193,15 @@ def class_names_for(kind: str, spec: SyntheticSpec) -> list[str]:
     if kind == "digits":
         return [str(d) for d in range(10)]
     if not 1 <= spec.num_classes <= len(SHAPE_NAMES):
-        raise InputError("--num-classes", f"shapes supports 1..{len(SHAPE_NAMES)} classes, got {spec.num_classes}")
+        raise InputError(
+            "--num-classes", f"shapes supports 1..{len(SHAPE_NAMES)} classes, got {spec.num_classes}"
+        )
     return list(SHAPE_NAMES[: spec.num_classes])
 
 
-def make_dataset(kind: str, n: int, seed: int, out: str | Path, spec: SyntheticSpec | None = None) -> DetectionDataset:
+def make_dataset(
+    kind: str, n: int, seed: int, out: str | Path, spec: SyntheticSpec | None = None
+) -> DetectionDataset:
     """Generate ``n`` images into ``out/images/`` and write ``out/annotations.json``; return the dataset.
 
     A folder that already holds the same generation (same kind, n, seed and knobs) is reused as it is.

@@ -7,7 +7,7 @@ same batches as one that never stopped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, Indices
 from mgral.utils import derive_seed
 
 
@@ -75,7 +75,9 @@ class TrainSamples(Dataset):
             return img, target
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, "augment", iteration, pos))
-            boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(img.shape[-2:]))
+            boxes = tv_tensors.BoundingBoxes(
+                target["boxes"], format="XYXY", canvas_size=tuple(img.shape[-2:])
+            )
             out_img, out_t = self.augment(tv_tensors.Image(img), {"boxes": boxes, "labels": target["labels"]})
         return out_img.as_subclass(torch.Tensor), {
             "boxes": out_t["boxes"].as_subclass(torch.Tensor).reshape(-1, 4),
@@ -83,7 +85,7 @@ class TrainSamples(Dataset):
         }
 
 
-def batch_schedule(indices: Sequence[int], batch_size: int, seed: int, iteration: int) -> list[int]:
+def batch_schedule(indices: Indices, batch_size: int, seed: int, iteration: int) -> list[int]:
     """The dataset indices of batch ``iteration``: epoch ``e`` is a permutation seeded by ``(seed, e)``."""
     idx = np.asarray(indices)
     per_epoch = max(1, int(np.ceil(len(idx) / batch_size)))
@@ -95,8 +97,14 @@ def batch_schedule(indices: Sequence[int], batch_size: int, seed: int, iteration
 class ScheduleSampler(Sampler):
     """Yields the keys of batches ``start .. stop - 1`` of :func:`batch_schedule`."""
 
-    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start: int, stop: int) -> None:
-        self.indices, self.batch_size, self.seed, self.start, self.stop = indices, batch_size, seed, start, stop
+    def __init__(self, indices: Indices, batch_size: int, seed: int, start: int, stop: int) -> None:
+        self.indices, self.batch_size, self.seed, self.start, self.stop = (
+            indices,
+            batch_size,
+            seed,
+            start,
+            stop,
+        )
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -108,13 +116,13 @@ class ScheduleSampler(Sampler):
 
 
 def collate(batch: list[Any]) -> tuple[list[Any], ...]:
-    return tuple(zip(*batch))
+    return tuple(list(x) for x in zip(*batch))
 
 
 class ImageOnly(Dataset):
     """Images of ``indices`` for inference (no targets, no augmentation)."""
 
-    def __init__(self, dataset: DetectionDataset, indices: Sequence[int]) -> None:
+    def __init__(self, dataset: DetectionDataset, indices: Indices) -> None:
         self.dataset, self.indices = dataset, list(indices)
 
     def __len__(self) -> int:
@@ -124,7 +132,9 @@ class ImageOnly(Dataset):
         return image_tensor(self.dataset, int(self.indices[k]))
 
 
-def inference_loader(dataset: DetectionDataset, indices: Sequence[int], batch_size: int, num_workers: int) -> DataLoader:
+def inference_loader(
+    dataset: DetectionDataset, indices: Indices, batch_size: int, num_workers: int
+) -> DataLoader:
     return DataLoader(
         ImageOnly(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=list, persistent_workers=False,

@@ -185,6 +185,8 @@ def write_voc(dataset: DetectionDataset, root: str | Path, split: str = "trainva
             for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), (box[0] + 1, box[1] + 1, box[2], box[3])):
                 ET.SubElement(bnd, tag).text = f"{v:g}"
         ET.indent(ann)
-        atomic_write_text(root / "Annotations" / f"{rec.key}.xml", ET.tostring(ann, encoding="unicode") + "\n")
+        atomic_write_text(
+            root / "Annotations" / f"{rec.key}.xml", ET.tostring(ann, encoding="unicode") + "\n"
+        )
     keys = "".join(f"{rec.key}\n" for rec in dataset.images)
     atomic_write_text(root / "ImageSets" / "Main" / f"{split}.txt", keys)

@@ -16,7 +16,9 @@ from mgral.utils import atomic_write_text
 
 
 def _read_names(root: Path, names_file: str | Path | None) -> list[str]:
-    candidates = [Path(names_file)] if names_file else [root / "classes.txt", root / "obj.names", root / "data.yaml"]
+    candidates = (
+        [Path(names_file)] if names_file else [root / "classes.txt", root / "obj.names", root / "data.yaml"]
+    )
     for f in candidates:
         if not f.is_file():
             continue
@@ -39,7 +41,11 @@ def _read_names(root: Path, names_file: str | Path | None) -> list[str]:
 
 
 def read_yolo(
-    root: str | Path, *, names_file: str | Path | None = None, partial: bool = False, check_images: bool = True
+    root: str | Path,
+    *,
+    names_file: str | Path | None = None,
+    partial: bool = False,
+    check_images: bool = True,
 ) -> DetectionDataset:
     """Read a YOLO folder. An image without a label file is unlabeled with ``partial=True`` and a
     negative otherwise (the YOLO convention); an empty label file is always a labeled negative."""
@@ -71,7 +77,9 @@ def read_yolo(
                 if len(parts) < 5 or not values[0].is_integer():
                     raise InputError(label_file, f"line {ln}: expected 'class cx cy w h', got {line!r}")
                 if not 0 <= values[0] < len(names):
-                    raise InputError(label_file, f"line {ln}: unknown class id {int(values[0])} ({len(names)} classes)")
+                    raise InputError(
+                        label_file, f"line {ln}: unknown class id {int(values[0])} ({len(names)} classes)"
+                    )
                 rows.append(values)
         arr = np.array(rows, np.float32).reshape(-1, 5)
         cx, cy, w, h = arr[:, 1] * width, arr[:, 2] * height, arr[:, 3] * width, arr[:, 4] * height

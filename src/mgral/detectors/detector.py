@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,7 +21,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 from tqdm.auto import tqdm
 
 from mgral.config import DetectorConfig, TrainConfig
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, Indices
 from mgral.data.torch_data import inference_loader
 from mgral.detectors.models import build_model
 
@@ -73,7 +72,9 @@ class Detector:
     ``num_classes`` counts object classes only. ``seed`` fixes the initial weights.
     """
 
-    def __init__(self, cfg: DetectorConfig, num_classes: int, *, seed: int = 0, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, cfg: DetectorConfig, num_classes: int, *, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
         self.device = torch.device(device)
@@ -101,6 +102,11 @@ class Detector:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
     @property
+    def _module(self) -> Any:
+        """The model, typed loosely: torchvision's detection attributes are not declared to type checkers."""
+        return self.model
+
+    @property
     def num_probs(self) -> int:
         return self.num_classes + 1 if self.softmax else self.num_classes
 
@@ -108,7 +114,7 @@ class Detector:
     def fit(
         self,
         dataset: DetectionDataset,
-        indices: Sequence[int],
+        indices: Indices,
         train_cfg: TrainConfig,
         *,
         seed: int,
@@ -118,11 +124,13 @@ class Detector:
         """Supervised training on ``dataset[indices]``; see :func:`mgral.training.supervised.train_supervised`."""
         from mgral.training.supervised import train_supervised
 
-        return train_supervised(self, dataset, indices, train_cfg, seed=seed, checkpoint=checkpoint, progress=progress)
+        return train_supervised(
+            self, dataset, indices, train_cfg, seed=seed, checkpoint=checkpoint, progress=progress
+        )
 
     # ----------------------------------------------------------------- inference
     def _features(self, images: list[torch.Tensor]) -> tuple[Any, list[torch.Tensor], list[tuple[int, int]]]:
-        m = self.model
+        m: Any = self.model
         original = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         image_list, _ = m.transform(images)
         feats = m.backbone(image_list.tensors)
@@ -143,8 +151,10 @@ class Detector:
             self._projection = proj.to(cat.device)
         return cat @ self._projection
 
-    def _postprocess_ssd(self, head: dict[str, torch.Tensor], anchors: list[torch.Tensor], sizes: list) -> list[dict]:
-        m = self.model
+    def _postprocess_ssd(
+        self, head: dict[str, torch.Tensor], anchors: list[torch.Tensor], sizes: list
+    ) -> list[dict]:
+        m: Any = self.model
         out = []
         probs_all = torch.softmax(head["cls_logits"].float(), -1)
         for reg, probs, anc, size in zip(head["bbox_regression"], probs_all, anchors, sizes):
@@ -156,12 +166,14 @@ class Detector:
             a_idx, c_idx, scores = a_idx[keep], c_idx[keep], scores[keep]
             keep = batched_nms(boxes[a_idx], scores, c_idx, m.nms_thresh)[: m.detections_per_img]
             a_idx, c_idx = a_idx[keep], c_idx[keep]
-            out.append({"boxes": boxes[a_idx], "scores": scores[keep], "labels": c_idx, "probs": probs[a_idx]})
+            out.append(
+                {"boxes": boxes[a_idx], "scores": scores[keep], "labels": c_idx, "probs": probs[a_idx]}
+            )
         return out
 
     def _postprocess_retinanet(self, head: dict[str, torch.Tensor], anchors: list[torch.Tensor],
                                feats: list[torch.Tensor], sizes: list) -> list[dict]:  # fmt: skip
-        m = self.model
+        m: Any = self.model
         hw = [f.shape[-2] * f.shape[-1] for f in feats]
         a_per_loc = head["cls_logits"].shape[1] // sum(hw)
         split = [n * a_per_loc for n in hw]
@@ -186,7 +198,14 @@ class Detector:
             boxes = m.box_coder.decode_single(regs[a_idx], anc[a_idx])
             boxes = clip_boxes_to_image(boxes, size)
             keep = batched_nms(boxes, scores, c_idx, m.nms_thresh)[: m.detections_per_img]
-            out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": c_idx[keep], "probs": probs[a_idx[keep]]})
+            out.append(
+                {
+                    "boxes": boxes[keep],
+                    "scores": scores[keep],
+                    "labels": c_idx[keep],
+                    "probs": probs[a_idx[keep]],
+                }
+            )
         return out
 
     @torch.no_grad()
@@ -199,17 +218,19 @@ class Detector:
         emb = self._embed(feats) if embeddings else None
         preds = None
         if predictions:
-            head = self.model.head(feats)
-            anchors = self.model.anchor_generator(image_list, feats)
+            head = self._module.head(feats)
+            anchors = self._module.anchor_generator(image_list, feats)
             if self.softmax:
                 dets = self._postprocess_ssd(head, anchors, image_list.image_sizes)
             else:
                 dets = self._postprocess_retinanet(head, anchors, feats, image_list.image_sizes)
-            dets = self.model.transform.postprocess(dets, image_list.image_sizes, original)
+            dets = self._module.transform.postprocess(dets, image_list.image_sizes, original)
             preds = [
                 Prediction(
-                    d["boxes"].cpu().numpy().astype(np.float32), d["scores"].cpu().numpy().astype(np.float32),
-                    d["labels"].cpu().numpy().astype(np.int64), d["probs"].cpu().numpy().astype(np.float32),
+                    d["boxes"].cpu().numpy().astype(np.float32),
+                    d["scores"].cpu().numpy().astype(np.float32),
+                    d["labels"].cpu().numpy().astype(np.int64),
+                    d["probs"].cpu().numpy().astype(np.float32),
                 )  # fmt: skip
                 for d in dets
             ]
@@ -218,7 +239,7 @@ class Detector:
     def infer(
         self,
         dataset: DetectionDataset,
-        indices: Sequence[int],
+        indices: Indices,
         *,
         predictions: bool = True,
         embeddings: bool = False,
@@ -237,15 +258,19 @@ class Detector:
                 preds.extend(p)
             if e is not None:
                 embs.append(e.cpu().numpy().astype(np.float32))
-        emb = np.concatenate(embs, 0) if embs else (np.zeros((0, EMBED_DIM), np.float32) if embeddings else None)
+        emb = (
+            np.concatenate(embs, 0)
+            if embs
+            else (np.zeros((0, EMBED_DIM), np.float32) if embeddings else None)
+        )
         return Inference(preds if predictions else None, emb)
 
-    def predict(self, dataset: DetectionDataset, indices: Sequence[int], **kw: Any) -> list[Prediction]:
+    def predict(self, dataset: DetectionDataset, indices: Indices, **kw: Any) -> list[Prediction]:
         out = self.infer(dataset, indices, predictions=True, embeddings=False, **kw).predictions
         assert out is not None
         return out
 
-    def embed(self, dataset: DetectionDataset, indices: Sequence[int], **kw: Any) -> np.ndarray:
+    def embed(self, dataset: DetectionDataset, indices: Indices, **kw: Any) -> np.ndarray:
         out = self.infer(dataset, indices, predictions=False, embeddings=True, **kw).embeddings
         assert out is not None
         return out

@@ -16,11 +16,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection.retinanet import RetinaNet
-from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.models.detection.ssd import SSDHead
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
+from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.ops import FeaturePyramidNetwork
 
 from mgral.config import DetectorConfig
@@ -45,8 +43,10 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 def build_model(cfg: DetectorConfig, num_classes: int) -> nn.Module:
     """Build the registered model ``cfg.name`` for ``num_classes`` object classes (background added)."""
     if cfg.name not in MODELS:
-        raise InputError("detector.name", f"unknown detector {cfg.name!r}; known: {', '.join(sorted(MODELS))}")
-    model = MODELS[cfg.name](cfg, num_classes + 1)
+        raise InputError(
+            "detector.name", f"unknown detector {cfg.name!r}; known: {', '.join(sorted(MODELS))}"
+        )
+    model: Any = MODELS[cfg.name](cfg, num_classes + 1)
     if cfg.score_thresh is not None:
         model.score_thresh = cfg.score_thresh
     if cfg.detections_per_img is not None:
@@ -55,7 +55,9 @@ def build_model(cfg: DetectorConfig, num_classes: int) -> nn.Module:
 
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class TinyBackbone(nn.Module):
@@ -67,7 +69,9 @@ class TinyBackbone(nn.Module):
     def __init__(self, width: int = 32, num_levels: int = 4) -> None:
         super().__init__()
         w = width
-        self.stem = nn.Sequential(_conv(3, w // 2, 2), _conv(w // 2, w, 2), _conv(w, w, 1), _conv(w, 2 * w, 2))
+        self.stem = nn.Sequential(
+            _conv(3, w // 2, 2), _conv(w // 2, w, 2), _conv(w, w, 1), _conv(w, 2 * w, 2)
+        )
         chans = [2 * w, 4 * w, 4 * w, 4 * w][:num_levels]
         self.stages = nn.ModuleList()
         for k in range(1, num_levels):

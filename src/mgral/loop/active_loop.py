@@ -107,7 +107,8 @@ class ActiveLearningRun:
         need = initial + budget * (self.cfg.loop.cycles - 1)
         if need > n:
             raise InputError(
-                "loop", f"{initial} initial + {self.cfg.loop.cycles - 1} x {budget} images exceeds the pool of {n} images"
+                "loop",
+                f"{initial} initial + {self.cfg.loop.cycles - 1} x {budget} images exceeds the pool of {n} images",
             )
         return initial, budget
 
@@ -160,17 +161,23 @@ class ActiveLearningRun:
                 if not self.cfg.loop.warm_start and cycle > 0:
                     self._ckpt_path(name, seed, cycle).unlink(missing_ok=True)
 
-    def _train(self, name: str, seed: int, cycle: int, labeled: np.ndarray) -> tuple[Detector, dict[str, float]]:
+    def _train(
+        self, name: str, seed: int, cycle: int, labeled: np.ndarray
+    ) -> tuple[Detector, dict[str, float]]:
         cfg = self.cfg
         path = self._ckpt_path(name, seed, cycle)
-        detector = Detector(cfg.detector, self.pool_ds.num_classes, seed=derive_seed(seed, "init"), device=self.device)
+        detector = Detector(
+            cfg.detector, self.pool_ds.num_classes, seed=derive_seed(seed, "init"), device=self.device
+        )
         if path.is_file():
             state = torch.load(path, map_location=self.device, weights_only=False)
             detector.load_state_dict(state["detector"])
             return detector, state["train_stats"]
         if cfg.loop.warm_start and cycle > 0:
             prev = self._ckpt_path(name, seed, cycle - 1)
-            detector.load_state_dict(torch.load(prev, map_location=self.device, weights_only=False)["detector"])
+            detector.load_state_dict(
+                torch.load(prev, map_location=self.device, weights_only=False)["detector"]
+            )
         log.info("[%s seed %d] cycle %d: training on %d labeled images", name, seed, cycle + 1, len(labeled))
         stats = detector.fit(
             pool_view(self.pool_ds, Pool.with_initial(len(self.pool_ds), labeled)), labeled, cfg.train,
@@ -184,7 +191,11 @@ class ActiveLearningRun:
         """Compute what a strategy needs (one inference pass) and wrap it in a context; returns (ctx, seconds)."""
         cfg = self.cfg
         unlabeled, labeled = pool.unlabeled, pool.labeled
-        kw = {"batch_size": cfg.train.eval_batch_size, "num_workers": cfg.train.num_workers, "progress": self.progress}
+        kw: dict[str, Any] = {
+            "batch_size": cfg.train.eval_batch_size,
+            "num_workers": cfg.train.num_workers,
+            "progress": self.progress,
+        }
         preds = emb_u = emb_l = None
         with timer() as t:
             if needs & {"predictions", "embeddings"}:
@@ -211,8 +222,14 @@ class ActiveLearningRun:
         with timer() as t:
             sel = strategy.select(ctx, budget)
         picked = np.asarray(sel.indices, np.int64)
-        if len(picked) != budget or len(np.unique(picked)) != budget or not np.isin(picked, pool.unlabeled).all():
-            raise RuntimeError(f"strategy {name} broke the protocol: {len(picked)} picks for a budget of {budget}")
+        if (
+            len(picked) != budget
+            or len(np.unique(picked)) != budget
+            or not np.isin(picked, pool.unlabeled).all()
+        ):
+            raise RuntimeError(
+                f"strategy {name} broke the protocol: {len(picked)} picks for a budget of {budget}"
+            )
         image_ids = [self.pool_ds[int(i)].image_id for i in picked]
         state = strategy.state_dict()
         if state:
@@ -232,5 +249,10 @@ class ActiveLearningRun:
         writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
         writer.writeheader()
         for row in self.store.results():
-            writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})
+            writer.writerow(
+                {
+                    k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))
+                    for k, v in row.items()
+                }
+            )
         atomic_write_text(self.run_dir / "results.csv", buf.getvalue())

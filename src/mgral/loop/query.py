@@ -62,11 +62,17 @@ def query(
     device = resolve_device(cfg.device)
     pool = Pool.with_initial(len(ds), labeled)
     detector = Detector(cfg.detector, ds.num_classes, seed=derive_seed(seed, "init"), device=device)
-    log.info("training %s on %d annotated images (%d unannotated)", cfg.detector.name, len(labeled), len(unlabeled))
+    log.info(
+        "training %s on %d annotated images (%d unannotated)", cfg.detector.name, len(labeled), len(unlabeled)
+    )
     with timer() as t_train:
         detector.fit(ds, labeled, cfg.train, seed=derive_seed(seed, "train", 0), progress=cfg.progress)
     view: DetectionDataset = pool_view(ds, pool)
-    kw = {"batch_size": cfg.train.eval_batch_size, "num_workers": cfg.train.num_workers, "progress": cfg.progress}
+    kw: dict[str, Any] = {
+        "batch_size": cfg.train.eval_batch_size,
+        "num_workers": cfg.train.num_workers,
+        "progress": cfg.progress,
+    }
     with timer() as t_infer:
         preds = emb_u = emb_l = None
         if strat.needs & {"predictions", "embeddings"}:
@@ -84,7 +90,12 @@ def query(
     with timer() as t_select:
         sel = strat.select(ctx, b)
     picks = [
-        {"rank": r + 1, "image_id": int(ds[int(i)].image_id), "file_name": ds[int(i)].file_name, "score": float(s)}
+        {
+            "rank": r + 1,
+            "image_id": int(ds[int(i)].image_id),
+            "file_name": ds[int(i)].file_name,
+            "score": float(s),
+        }
         for r, (i, s) in enumerate(zip(np.asarray(sel.indices), np.asarray(sel.scores)))
     ]
     doc = {
@@ -92,6 +103,6 @@ def query(
         "n_unlabeled": int(len(unlabeled)), "detector": cfg.detector.name,
         "seconds": {"train": t_train["s"], "infer": t_infer["s"], "select": t_select["s"]}, "selected": picks,
     }  # fmt: skip
-    atomic_write_text(out.with_suffix(".txt"), "".join(p["file_name"] + "\n" for p in picks))
+    atomic_write_text(out.with_suffix(".txt"), "".join(f"{p['file_name']}\n" for p in picks))
     atomic_write_json(out, doc)
     return doc

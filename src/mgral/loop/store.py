@@ -85,7 +85,9 @@ class RunStore:
             )  # fmt: skip
 
     def cycle_row(self, strategy: str, seed: int, cycle: int) -> dict[str, Any] | None:
-        cur = self.db.execute("SELECT * FROM cycles WHERE strategy=? AND seed=? AND cycle=?", (strategy, seed, cycle))
+        cur = self.db.execute(
+            "SELECT * FROM cycles WHERE strategy=? AND seed=? AND cycle=?", (strategy, seed, cycle)
+        )
         row = cur.fetchone()
         if row is None:
             return None
@@ -103,7 +105,9 @@ class RunStore:
             for r, (i, iid, s) in enumerate(zip(indices, image_ids, scores))
         ]
         with self.transaction() as db:
-            db.execute("DELETE FROM selections WHERE strategy=? AND seed=? AND cycle=?", (strategy, seed, cycle))
+            db.execute(
+                "DELETE FROM selections WHERE strategy=? AND seed=? AND cycle=?", (strategy, seed, cycle)
+            )
             db.executemany("INSERT INTO selections VALUES (?,?,?,?,?,?,?)", rows)
             db.execute(
                 "INSERT OR REPLACE INTO selection_info VALUES (?,?,?,?)",
@@ -133,7 +137,9 @@ class RunStore:
         return None if row is None else json.loads(row[0])
 
     def results(self) -> list[dict[str, Any]]:
-        cur = self.db.execute(f"SELECT {', '.join(RESULT_COLUMNS)} FROM cycles ORDER BY strategy, seed, cycle")
+        cur = self.db.execute(
+            f"SELECT {', '.join(RESULT_COLUMNS)} FROM cycles ORDER BY strategy, seed, cycle"
+        )
         return [dict(zip(RESULT_COLUMNS, r)) for r in cur.fetchall()]
 
     # strategy state (agents, look-up tables)
@@ -146,4 +152,7 @@ class RunStore:
         return None if row is None else row[0]
 
     def keys(self, scope: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT key FROM kv WHERE scope=? ORDER BY key", (scope,)).fetchall()]
+        return [
+            r[0]
+            for r in self.db.execute("SELECT key FROM kv WHERE scope=? ORDER BY key", (scope,)).fetchall()
+        ]

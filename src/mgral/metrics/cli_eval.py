@@ -15,7 +15,9 @@ from mgral.metrics.coco import evaluate_coco
 from mgral.metrics.voc import evaluate_voc_dataset
 
 
-def read_results(path: str | Path, image_ids: set[int] | dict[Any, int], category_ids: list[int]) -> list[dict[str, Any]]:
+def read_results(
+    path: str | Path, image_ids: set[int] | dict[Any, int], category_ids: list[int]
+) -> list[dict[str, Any]]:
     """Load and check a COCO results JSON: every entry needs a known image id and category id, a 4-number
     bbox with non-negative size and a numeric score."""
     path = Path(path)
@@ -34,7 +36,11 @@ def read_results(path: str | Path, image_ids: set[int] | dict[Any, int], categor
         if d["category_id"] not in known_cats:
             raise InputError(path, f"entry {k}: unknown category id {d['category_id']!r}")
         b = d["bbox"]
-        if not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)) or b[2] < 0 or b[3] < 0:
+        if (
+            not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b))
+            or b[2] < 0
+            or b[3] < 0
+        ):
             raise InputError(path, f"entry {k}: bbox should be [x, y, w, h] with w, h >= 0, got {b!r}")
         if not isinstance(d["score"], (int, float)):
             raise InputError(path, f"entry {k}: score is not a number")
@@ -42,7 +48,13 @@ def read_results(path: str | Path, image_ids: set[int] | dict[Any, int], categor
 
 
 def evaluate_files(
-    gt: str | Path, pred: str | Path, metric: str, *, fmt: str = "auto", split: str | None = None, backend: str = "faster"
+    gt: str | Path,
+    pred: str | Path,
+    metric: str,
+    *,
+    fmt: str = "auto",
+    split: str | None = None,
+    backend: str = "faster",
 ) -> dict[str, Any]:
     ds = read_dataset(gt, fmt, split=split, check_images=False)
     if metric == "coco":
@@ -59,11 +71,15 @@ def evaluate_files(
     per: list[list[tuple[list[float], float, int]]] = [[] for _ in ds.images]
     for d in results:
         x, y, w, h = d["bbox"]
-        per[index[d["image_id"]]].append(([x, y, x + w, y + h], float(d["score"]), cat_to_label[d["category_id"]]))
+        per[index[d["image_id"]]].append(
+            ([x, y, x + w, y + h], float(d["score"]), cat_to_label[d["category_id"]])
+        )
     preds = [
         Prediction(
-            np.array([e[0] for e in p], np.float32).reshape(-1, 4), np.array([e[1] for e in p], np.float32),
-            np.array([e[2] for e in p], np.int64), np.zeros((len(p), 0), np.float32),
+            np.array([e[0] for e in p], np.float32).reshape(-1, 4),
+            np.array([e[1] for e in p], np.float32),
+            np.array([e[2] for e in p], np.int64),
+            np.zeros((len(p), 0), np.float32),
         )  # fmt: skip
         for p in per
     ]

@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from mgral.data.coco import coco_dict, predictions_to_coco_results
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, Indices
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("faster", "pycocotools")
 
 
-def evaluate_coco(gt: dict[str, Any], results: list[dict[str, Any]], *, backend: str = "faster") -> dict[str, float]:
+def evaluate_coco(
+    gt: dict[str, Any], results: list[dict[str, Any]], *, backend: str = "faster"
+) -> dict[str, float]:
     """The twelve COCO box statistics, under pycocotools' names, of ``results`` against the COCO dict ``gt``.
 
     No detections at all gives zeros (pycocotools cannot load an empty result list).
@@ -47,7 +49,7 @@ def evaluate_coco(gt: dict[str, Any], results: list[dict[str, Any]], *, backend:
 
 
 def evaluate_coco_dataset(
-    dataset: DetectionDataset, indices: Sequence[int], predictions: Sequence[Any], *, backend: str = "faster"
+    dataset: DetectionDataset, indices: Indices, predictions: Sequence[Any], *, backend: str = "faster"
 ) -> dict[str, float]:
     sub = dataset.subset(indices)
     gt = coco_dict(sub)

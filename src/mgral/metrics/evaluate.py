@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, Indices
 from mgral.metrics.coco import evaluate_coco_dataset
 from mgral.metrics.voc import evaluate_voc_dataset
 
@@ -13,7 +13,7 @@ METRICS = ("voc07", "voc", "coco")
 
 
 def evaluate_predictions(
-    dataset: DetectionDataset, indices: Sequence[int], predictions: Sequence[Any], metric: str
+    dataset: DetectionDataset, indices: Indices, predictions: Sequence[Any], metric: str
 ) -> tuple[float, dict[str, Any]]:
     """``(headline value, all metrics)``: VOC ``mAP`` (07 11-point or all-point) or COCO ``AP``."""
     if metric == "coco":

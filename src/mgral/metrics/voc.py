@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, Indices
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07: bool) -> float:
@@ -117,24 +117,33 @@ def evaluate_voc(
         raise ValueError(f"{len(gt)} ground-truth images but {len(dets)} detection lists")
 
     def flat(items: Sequence[tuple[np.ndarray, ...]], k: int, width: int | None, dtype: Any) -> np.ndarray:
-        parts = [np.asarray(x[k], dtype).reshape(-1, width) if width else np.asarray(x[k], dtype).reshape(-1) for x in items]
+        parts = [
+            np.asarray(x[k], dtype).reshape(-1, width) if width else np.asarray(x[k], dtype).reshape(-1)
+            for x in items
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, width) if width else (0,), dtype)
 
     g_img = np.repeat(np.arange(len(gt)), [len(np.asarray(g[1]).reshape(-1)) for g in gt])
     g_box, g_lab, g_ign = flat(gt, 0, 4, np.float64), flat(gt, 1, None, np.int64), flat(gt, 2, None, bool)
     d_img = np.repeat(np.arange(len(dets)), [len(np.asarray(d[1]).reshape(-1)) for d in dets])
-    d_box, d_sc, d_lab = flat(dets, 0, 4, np.float64), flat(dets, 1, None, np.float64), flat(dets, 2, None, np.int64)
+    d_box, d_sc, d_lab = (
+        flat(dets, 0, 4, np.float64),
+        flat(dets, 1, None, np.float64),
+        flat(dets, 2, None, np.int64),
+    )
     aps = np.full(num_classes, np.nan)
     npos = np.zeros(num_classes, np.int64)
     for c in range(num_classes):
         gm, dm = g_lab == c, d_lab == c
-        aps[c], npos[c] = _class_ap(g_img[gm], g_box[gm], g_ign[gm], d_img[dm], d_sc[dm], d_box[dm], iou_thresh, use_07)
+        aps[c], npos[c] = _class_ap(
+            g_img[gm], g_box[gm], g_ign[gm], d_img[dm], d_sc[dm], d_box[dm], iou_thresh, use_07
+        )
     valid = ~np.isnan(aps)
     return {"mAP": float(aps[valid].mean()) if valid.any() else float("nan"), "AP": aps, "npos": npos}
 
 
 def evaluate_voc_dataset(
-    dataset: DetectionDataset, indices: Sequence[int], predictions: Sequence[Any], *, use_07: bool = True
+    dataset: DetectionDataset, indices: Indices, predictions: Sequence[Any], *, use_07: bool = True
 ) -> dict[str, Any]:
     """:func:`evaluate_voc` of per-image predictions (``boxes, scores, labels``) against ``dataset[indices]``.
 

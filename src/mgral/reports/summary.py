@@ -71,18 +71,29 @@ def markdown_table(rows: list[dict[str, Any]], metric: str = "mAP") -> str:
         return "(no finished cycles yet)\n"
     sizes = sorted({int(n) for c in cs.values() for n in c["n_labeled"]})
     head = f"| strategy | {' | '.join(str(s) for s in sizes)} | AUC |"
-    lines = [f"{metric} (mean ± std over seeds) by number of labeled images", "", head, "|" + " --- |" * (len(sizes) + 2)]
+    lines = [
+        f"{metric} (mean ± std over seeds) by number of labeled images",
+        "",
+        head,
+        "|" + " --- |" * (len(sizes) + 2),
+    ]
     for strategy, c in sorted(cs.items()):
         cells = []
         for s in sizes:
             hit = np.nonzero(c["n_labeled"] == s)[0]
             if len(hit):
                 k = hit[0]
-                cells.append(f"{c['mean'][k]:.4f} ± {c['std'][k]:.4f}" if c["seeds"][k] > 1 else f"{c['mean'][k]:.4f}")
+                cells.append(
+                    f"{c['mean'][k]:.4f} ± {c['std'][k]:.4f}" if c["seeds"][k] > 1 else f"{c['mean'][k]:.4f}"
+                )
             else:
                 cells.append("")
         aucs = seed_aucs(rows, strategy)
-        auc = f"{aucs.mean():.4f} ± {aucs.std():.4f}" if len(aucs) > 1 else (f"{aucs[0]:.4f}" if len(aucs) else "")
+        auc = (
+            f"{aucs.mean():.4f} ± {aucs.std():.4f}"
+            if len(aucs) > 1
+            else (f"{aucs[0]:.4f}" if len(aucs) else "")
+        )
         lines.append(f"| {strategy} | {' | '.join(cells)} | {auc} |")
     return "\n".join(lines) + "\n"
 

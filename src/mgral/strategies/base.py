@@ -125,7 +125,8 @@ def build_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
     bad = set(params) - set(accepted)
     if bad:
         raise InputError(
-            f"strategy_params.{name}", f"unknown option(s) {', '.join(sorted(bad))}; accepted: {', '.join(accepted) or 'none'}"
+            f"strategy_params.{name}",
+            f"unknown option(s) {', '.join(sorted(bad))}; accepted: {', '.join(accepted) or 'none'}",
         )
     try:
         return cls(**params)
@@ -154,7 +155,9 @@ def pool_view(dataset: DetectionDataset, pool: Pool) -> DetectionDataset:
 
 
 def replace_images(dataset: DetectionDataset, images: list[Any]) -> DetectionDataset:
-    return DetectionDataset(images, dataset.class_names, dataset.image_root, dataset.source, dataset.category_ids)
+    return DetectionDataset(
+        images, dataset.class_names, dataset.image_root, dataset.source, dataset.category_ids
+    )
 
 
 __all__ = [

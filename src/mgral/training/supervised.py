@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mgral.config import TrainConfig
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, Indices
 from mgral.data.torch_data import ScheduleSampler, TrainSamples, collate
 from mgral.utils import atomic_torch_save
 
@@ -111,7 +111,12 @@ def run_schedule(
         if progress and it % 10 == 0:
             bar.set_postfix(loss=f"{value:.3f}")
         done = it + 1
-        if ckpt is not None and cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0 and done < total:
+        if (
+            ckpt is not None
+            and cfg.checkpoint_every > 0
+            and done % cfg.checkpoint_every == 0
+            and done < total
+        ):
             atomic_torch_save(
                 {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,
                  "history": history, "extra": {k: m.state_dict() for k, m in extra_state.items()}},
@@ -122,13 +127,17 @@ def run_schedule(
     if ckpt is not None and ckpt.is_file():
         ckpt.unlink()
     tail = history[-max(1, len(history) // 10) :]
-    return {"iterations": float(total), "seconds": time.perf_counter() - t0, "final_loss": sum(tail) / len(tail)}
+    return {
+        "iterations": float(total),
+        "seconds": time.perf_counter() - t0,
+        "final_loss": sum(tail) / len(tail),
+    }
 
 
 def train_supervised(
     detector: Detector,
     dataset: DetectionDataset,
-    indices: Sequence[int],
+    indices: Indices,
     cfg: TrainConfig,
     *,
     seed: int,
@@ -147,7 +156,11 @@ def train_supervised(
             num_workers=cfg.num_workers, collate_fn=collate, pin_memory=detector.device.type == "cuda",
         )  # fmt: skip
 
-    def loss_fn(images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], it: int) -> dict[str, torch.Tensor]:
+    def loss_fn(
+        images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], it: int
+    ) -> dict[str, torch.Tensor]:
         return detector.model(images, targets)
 
-    return run_schedule(detector, loader_for, loss_fn, cfg, total, checkpoint=checkpoint, progress=progress, desc="train")
+    return run_schedule(
+        detector, loader_for, loss_fn, cfg, total, checkpoint=checkpoint, progress=progress, desc="train"
+    )

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from mgral.data.coco import read_coco
+from mgral.data.synthetic import DIFFICULTIES, make_dataset, render_image, spec_for
+from mgral.errors import InputError
+
+
+@pytest.mark.parametrize("kind", ["shapes", "digits"])
+def test_deterministic_and_prefix_stable(tmp_path, kind):
+    spec = spec_for("hard", image_size=64)
+    a = make_dataset(kind, 6, 3, tmp_path / "a", spec)
+    b = make_dataset(kind, 4, 3, tmp_path / "b", spec)
+    for i in range(4):
+        np.testing.assert_array_equal(a[i].boxes, b[i].boxes)
+        assert (tmp_path / "a/images" / a[i].file_name).read_bytes() == (
+            tmp_path / "b/images" / b[i].file_name
+        ).read_bytes()
+    again = read_coco(tmp_path / "a" / "annotations.json")
+    assert again.num_boxes == a.num_boxes and again.num_classes == (10 if kind == "digits" else 8)
+
+
+def test_boxes_are_tight_and_inside():
+    for i in range(20):
+        img, boxes, labels = render_image("shapes", DIFFICULTIES["easy"], 0, i)
+        assert img.shape == (96, 96, 3) and len(boxes) == len(labels)
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 96).all()
+
+
+def test_longtail_skews_class_frequency():
+    spec = spec_for("easy", longtail=2.0, max_objects=6)
+    labels = np.concatenate([render_image("shapes", spec, 1, i)[2] for i in range(60)])
+    counts = np.bincount(labels, minlength=spec.num_classes)
+    assert counts[0] > 3 * counts[-1]
+
+
+def test_bad_knobs():
+    with pytest.raises(InputError, match="object size"):
+        spec_for("easy", min_size=50, max_size=20)
+    with pytest.raises(InputError, match="unknown setting"):
+        spec_for("medium")

@@ -1,0 +1,41 @@
+import json
+import shutil
+
+import pytest
+
+from mgral.config import load_config
+from mgral.errors import InputError
+from mgral.loop.query import parse_budget, query
+
+
+@pytest.fixture()
+def partial_coco(shapes_dir, tmp_path):
+    doc = json.loads((shapes_dir / "annotations.json").read_text())
+    keep = {im["id"] for im in doc["images"][:16]}
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
+    for im in doc["images"][:16]:
+        im["labeled"] = True  # labeled even if it holds no object
+    shutil.copytree(shapes_dir / "images", tmp_path / "images")
+    p = tmp_path / "partial.json"
+    p.write_text(json.dumps(doc))
+    return p
+
+
+@pytest.mark.parametrize("strategy", ["entropy", "coreset", "random"])
+def test_query_writes_json_and_list(partial_coco, tmp_path, strategy):
+    cfg = load_config(preset="smoke", overrides=["train.iterations=6"])
+    out = tmp_path / "picks.json"
+    doc = query(partial_coco, "5", strategy, out, cfg)
+    saved = json.loads(out.read_text())
+    assert saved == doc and doc["n_labeled"] == 16 and doc["n_unlabeled"] == 32
+    assert [p["rank"] for p in doc["selected"]] == [1, 2, 3, 4, 5]
+    names = out.with_suffix(".txt").read_text().split()
+    assert names == [p["file_name"] for p in doc["selected"]] and len(set(names)) == 5
+    ids = {p["image_id"] for p in doc["selected"]}
+    assert ids.isdisjoint(range(1, 17))  # only unannotated images
+
+
+@pytest.mark.parametrize("budget", ["0", "-3", "2.5", "abc", "33"])
+def test_bad_budget(budget):
+    with pytest.raises(InputError, match="--budget"):
+        parse_budget(budget, 32)
