@@ -208,6 +208,98 @@ class Detector:
             )
         return out
 
+    # ----------------------------------------------------------------- head-level access
+    # The MGRAL reward fine-tunes only the detection head on cached backbone features; these helpers
+    # split torchvision's forward into backbone features and head losses/predictions.
+    @torch.no_grad()
+    def backbone_features(
+        self, images: list[torch.Tensor]
+    ) -> tuple[list[list[torch.Tensor]], list[tuple[int, int]], list[tuple[int, int]]]:
+        """Per image: its feature maps (``[C_l, H_l, W_l]`` per level), its size after the model's
+        transform, and its original size."""
+        self.model.eval()
+        image_list, feats, original = self._features([im.to(self.device) for im in images])
+        per_image = [[f[b] for f in feats] for b in range(len(images))]
+        return per_image, [tuple(s) for s in image_list.image_sizes], original
+
+    def _stack(
+        self, feats: list[list[torch.Tensor]], sizes: list[tuple[int, int]]
+    ) -> tuple[Any, list[torch.Tensor]]:
+        from torchvision.models.detection.image_list import ImageList
+
+        levels = []
+        for level in range(len(feats[0])):
+            maps = [f[level] for f in feats]
+            h = max(m.shape[-2] for m in maps)
+            w = max(m.shape[-1] for m in maps)
+            levels.append(
+                torch.stack(
+                    [torch.nn.functional.pad(m, (0, w - m.shape[-1], 0, h - m.shape[-2])) for m in maps]
+                )
+            )
+        hmax, wmax = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        if self.softmax:  # SSD resizes to a fixed size
+            hmax, wmax = sizes[0]
+        placeholder = torch.zeros(1, 1, 1, 1, device=self.device).expand(len(feats), 3, hmax, wmax)
+        return ImageList(placeholder, list(sizes)), levels
+
+    @staticmethod
+    def scale_targets(targets: list[dict[str, torch.Tensor]], sizes: list[tuple[int, int]],
+                      original: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:  # fmt: skip
+        """Targets in original pixels -> the model's transformed image space."""
+        out = []
+        for t, (h, w), (oh, ow) in zip(targets, sizes, original):
+            scale = torch.tensor(
+                [w / ow, h / oh, w / ow, h / oh], dtype=torch.float32, device=t["boxes"].device
+            )
+            out.append({"boxes": t["boxes"] * scale, "labels": t["labels"]})
+        return out
+
+    def head_losses(self, feats: list[list[torch.Tensor]], sizes: list[tuple[int, int]],
+                    targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The model's training losses computed from cached features (targets in transformed space)."""
+        from torchvision.ops import box_iou
+
+        m = self._module
+        image_list, levels = self._stack(feats, sizes)
+        head = m.head(levels)
+        anchors = m.anchor_generator(image_list, levels)
+        if not self.softmax:
+            return m.compute_loss(targets, head, anchors)
+        matched = []
+        for anc, t in zip(anchors, targets):
+            if t["boxes"].numel() == 0:
+                matched.append(torch.full((anc.size(0),), -1, dtype=torch.int64, device=anc.device))
+            else:
+                matched.append(m.proposal_matcher(box_iou(t["boxes"], anc)))
+        return m.compute_loss(targets, head, anchors, matched)
+
+    @torch.no_grad()
+    def predict_from_features(self, feats: list[list[torch.Tensor]], sizes: list[tuple[int, int]],
+                              original: list[tuple[int, int]]) -> list[Prediction]:  # fmt: skip
+        image_list, levels = self._stack(feats, sizes)
+        return self._predict(image_list, levels, original)
+
+    def _predict(
+        self, image_list: Any, feats: list[torch.Tensor], original: list[tuple[int, int]]
+    ) -> list[Prediction]:
+        head = self._module.head(feats)
+        anchors = self._module.anchor_generator(image_list, feats)
+        if self.softmax:
+            dets = self._postprocess_ssd(head, anchors, image_list.image_sizes)
+        else:
+            dets = self._postprocess_retinanet(head, anchors, feats, image_list.image_sizes)
+        dets = self._module.transform.postprocess(dets, image_list.image_sizes, original)
+        return [
+            Prediction(
+                d["boxes"].cpu().numpy().astype(np.float32),
+                d["scores"].cpu().numpy().astype(np.float32),
+                d["labels"].cpu().numpy().astype(np.int64),
+                d["probs"].cpu().numpy().astype(np.float32),
+            )  # fmt: skip
+            for d in dets
+        ]
+
     @torch.no_grad()
     def infer_batch(self, images: list[torch.Tensor], *, predictions: bool = True, embeddings: bool = False
                     ) -> tuple[list[Prediction] | None, torch.Tensor | None]:  # fmt: skip
@@ -216,24 +308,7 @@ class Detector:
         images = [im.to(self.device) for im in images]
         image_list, feats, original = self._features(images)
         emb = self._embed(feats) if embeddings else None
-        preds = None
-        if predictions:
-            head = self._module.head(feats)
-            anchors = self._module.anchor_generator(image_list, feats)
-            if self.softmax:
-                dets = self._postprocess_ssd(head, anchors, image_list.image_sizes)
-            else:
-                dets = self._postprocess_retinanet(head, anchors, feats, image_list.image_sizes)
-            dets = self._module.transform.postprocess(dets, image_list.image_sizes, original)
-            preds = [
-                Prediction(
-                    d["boxes"].cpu().numpy().astype(np.float32),
-                    d["scores"].cpu().numpy().astype(np.float32),
-                    d["labels"].cpu().numpy().astype(np.int64),
-                    d["probs"].cpu().numpy().astype(np.float32),
-                )  # fmt: skip
-                for d in dets
-            ]
+        preds = self._predict(image_list, feats, original) if predictions else None
         return preds, emb
 
     def infer(

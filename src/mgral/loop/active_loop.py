@@ -208,8 +208,10 @@ class ActiveLearningRun:
             dataset=view, pool=pool, cycle=cycle, rng=rng_for(seed, name, "select", cycle), unlabeled=unlabeled,
             labeled=labeled, predictions=preds, embeddings_unlabeled=emb_u, embeddings_labeled=emb_l,
             detector=detector, config=cfg, workdir=self.run_dir / "strategies" / name / f"seed{seed}" / f"cycle{cycle}",
-            progress=self.progress, extras={"store": self.store, "seed": seed, "test": self.test_ds},
+            progress=self.progress, extras={"store": self.store, "seed": seed},
         )  # fmt: skip
+        if "oracle" in needs:  # an explicitly named ablation: the pool's ground truth, simulation only
+            ctx.extras["oracle_dataset"] = self.pool_ds
         return ctx, t["s"]
 
     def _select(self, strategy: Strategy, name: str, seed: int, cycle: int, pool: Pool, detector: Detector,

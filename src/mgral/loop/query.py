@@ -59,6 +59,11 @@ def query(
         raise InputError(data, "every image is already annotated: nothing to select")
     b = parse_budget(budget, len(unlabeled))
     strat = build_strategy(strategy, cfg.strategy_params.get(strategy))
+    if "oracle" in strat.needs:
+        raise InputError(
+            f"strategy_params.{strategy}",
+            "the oracle reward needs ground truth of unlabeled images; use it in simulation runs only",
+        )
     device = resolve_device(cfg.device)
     pool = Pool.with_initial(len(ds), labeled)
     detector = Detector(cfg.detector, ds.num_classes, seed=derive_seed(seed, "init"), device=device)
@@ -85,7 +90,7 @@ def query(
         dataset=view, pool=pool, cycle=0, rng=rng_for(seed, strategy, "select", 0), unlabeled=unlabeled,
         labeled=labeled, predictions=preds, embeddings_unlabeled=emb_u, embeddings_labeled=emb_l, detector=detector,
         config=cfg, workdir=Path(workdir) if workdir else out.parent / f".{out.stem}-work", progress=cfg.progress,
-        extras={"seed": seed},
+        extras={"seed": seed},  # no run store: a search is not resumable in query mode
     )  # fmt: skip
     with timer() as t_select:
         sel = strat.select(ctx, b)

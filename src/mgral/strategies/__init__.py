@@ -12,6 +12,7 @@ from mgral.strategies.base import (
     build_strategy,
     register_strategy,
 )
+from mgral.strategies.rl import agent  # noqa: F401
 
 __all__ = [
     "STRATEGIES", "ScoringStrategy", "Selection", "SelectionContext", "Strategy", "available_strategies",

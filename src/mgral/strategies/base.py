@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mgral.config import RunConfig
     from mgral.detectors.detector import Detector, Prediction
 
-NEEDS = frozenset({"predictions", "embeddings", "detector"})
+NEEDS = frozenset({"predictions", "embeddings", "detector", "oracle"})
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Strategy(ABC):
     """Base class. Subclasses take keyword-only options in ``__init__`` and implement :meth:`select`."""
 
     name: ClassVar[str] = ""
-    needs: ClassVar[frozenset[str]] = frozenset()
+    needs: frozenset[str] = frozenset()  # instances may narrow or widen it (see mgral)
 
     @abstractmethod
     def select(self, ctx: SelectionContext, budget: int) -> Selection: ...
