@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mgral.config import load_config
 from mgral.data.pool import Pool
 from mgral.detectors.detector import Detector
 from mgral.strategies.base import (
@@ -25,6 +26,11 @@ def trained(shapes):
     return det
 
 
+FAST = {
+    "mgral": {"iterations": 4, "table_size": 3, "proxy_steps": 2, "base_iterations": 4},
+}  # options that keep CPU-heavy strategies fast; the contract is the same
+
+
 def _context(shapes, det, needs, seed=0):
     pool = Pool.with_initial(len(shapes), np.arange(12))
     view = pool_view(shapes, pool)
@@ -33,6 +39,7 @@ def _context(shapes, det, needs, seed=0):
         dataset=view, pool=pool, cycle=0, rng=np.random.default_rng(seed), unlabeled=pool.unlabeled,
         labeled=pool.labeled, predictions=inf.predictions, embeddings_unlabeled=inf.embeddings,
         embeddings_labeled=det.embed(view, pool.labeled, progress=False), detector=det,
+        config=load_config(preset="smoke"), extras={"seed": seed},
     )  # fmt: skip
     return ctx
 
@@ -40,7 +47,7 @@ def _context(shapes, det, needs, seed=0):
 @pytest.mark.parametrize("name", available_strategies())
 @pytest.mark.parametrize("budget", [1, 7])
 def test_strategy_contract(shapes, trained, name, budget, tmp_path):
-    strategy = build_strategy(name)
+    strategy = build_strategy(name, FAST.get(name))
     ctx = _context(shapes, trained, strategy.needs)
     ctx.workdir = tmp_path
     sel = strategy.select(ctx, budget)
@@ -52,10 +59,12 @@ def test_strategy_contract(shapes, trained, name, budget, tmp_path):
         not ctx.dataset[int(i)].annotated and len(ctx.dataset[int(i)].boxes) == 0 for i in ctx.unlabeled
     )
     # same seed, same picks
-    again = build_strategy(name).select(_context(shapes, trained, strategy.needs), budget)
+    ctx2 = _context(shapes, trained, strategy.needs)
+    ctx2.workdir = tmp_path / "again"
+    again = build_strategy(name, FAST.get(name)).select(ctx2, budget)
     np.testing.assert_array_equal(sel.indices, again.indices)
     # state round-trips
-    fresh = build_strategy(name)
+    fresh = build_strategy(name, FAST.get(name))
     fresh.load_state_dict(strategy.state_dict())
     assert repr(fresh) == repr(strategy)
 

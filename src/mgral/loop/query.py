@@ -51,6 +51,12 @@ def query(
     name per line). Returns the JSON document.
     """
     out = Path(out)
+    strat = build_strategy(strategy, cfg.strategy_params.get(strategy))
+    if "oracle" in strat.needs:
+        raise InputError(
+            f"strategy_params.{strategy}",
+            "the oracle reward needs ground truth of unlabeled images; use it in simulation runs only",
+        )
     ds = read_dataset(data, fmt, split=split, partial=True)
     labeled, unlabeled = ds.annotated_indices(), ds.unannotated_indices()
     if len(labeled) == 0:
@@ -58,7 +64,6 @@ def query(
     if len(unlabeled) == 0:
         raise InputError(data, "every image is already annotated: nothing to select")
     b = parse_budget(budget, len(unlabeled))
-    strat = build_strategy(strategy, cfg.strategy_params.get(strategy))
     if "oracle" in strat.needs:
         raise InputError(
             f"strategy_params.{strategy}",

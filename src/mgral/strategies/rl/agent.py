@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from mgral.strategies.base import Selection, SelectionContext, Strategy, register_strategy
 from mgral.strategies.rl.lookup import KernelEstimator, LookupTable
-from mgral.strategies.rl.policy import LSTMPolicy
+from mgral.strategies.rl.policy import LSTMPolicy, Rollout
 from mgral.strategies.rl.reward import ProxyReward, RewardConfig
 from mgral.utils import derive_seed, rng_for
 
@@ -55,6 +55,19 @@ class BatchFeaturizer:
         if self.kind == "mean":
             return self.emb[positions].mean(0)
         return np.bincount(self.assign[positions], minlength=self.k) / max(1, len(positions))
+
+
+def reinforce_update(
+    policy: LSTMPolicy, opt: torch.optim.Optimizer, emb: torch.Tensor, rollout: Rollout, reward: float,
+    baseline: float, decay: float,
+) -> float:  # fmt: skip
+    """One policy-gradient step on ``-(reward - baseline) * log pi(rollout)``; returns the new baseline
+    ``decay * baseline + (1 - decay) * reward`` (the paper's moving-average mAP_ref)."""
+    loss = -(reward - baseline) * policy.log_prob(emb, rollout)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return decay * baseline + (1 - decay) * reward
 
 
 @register_strategy
@@ -126,7 +139,9 @@ class MgralStrategy(Strategy):
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         assert ctx.embeddings_unlabeled is not None and ctx.detector is not None
-        detector = ctx.detector
+        if ctx.config is None:
+            raise ValueError("mgral needs the run config (its reward trains a proxy detector)")
+        detector, train_cfg = ctx.detector, ctx.config.train
         seed = int(ctx.extras.get("seed", 0))
         store = ctx.extras.get("store")
         scope = f"mgral/seed{seed}/cycle{ctx.cycle}"
@@ -146,7 +161,7 @@ class MgralStrategy(Strategy):
                     ctx.workdir.mkdir(parents=True, exist_ok=True)
                 reward_fn = ProxyReward(
                     self.reward_config(), dataset=ctx.dataset, labeled=ctx.labeled, unlabeled=ctx.unlabeled,
-                    detector=detector, train_cfg=ctx.config.train if ctx.config else None, seed=seed,
+                    detector=detector, train_cfg=train_cfg, seed=seed,
                     cycle=ctx.cycle, workdir=ctx.workdir, pseudo_predictions=ctx.predictions,
                     oracle_dataset=ctx.extras.get("oracle_dataset"), progress=ctx.progress,
                 )  # fmt: skip
@@ -225,12 +240,9 @@ class MgralStrategy(Strategy):
                 table.add(feat, value)
                 state["true_calls"] += 1
                 kind = "true"
-            advantage = value - state["baseline"]
-            loss = -advantage * policy.log_prob(emb, rollout)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            state["baseline"] = self.baseline_decay * state["baseline"] + (1 - self.baseline_decay) * value
+            state["baseline"] = reinforce_update(
+                policy, opt, emb, rollout, value, state["baseline"], self.baseline_decay
+            )
             if value > state["best_value"]:
                 state["best_value"], state["best"] = float(value), pos.tolist()
             state["history"].append(
