@@ -124,6 +124,15 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_agent(args: argparse.Namespace) -> int:
+    from mgral.bench import bench_agent
+
+    if args.budget <= 0 or args.budget > args.pool:
+        raise InputError("--budget", f"need 0 < budget <= pool, got {args.budget} for a pool of {args.pool}")
+    print(json.dumps(bench_agent(args.pool, args.budget, repeats=args.repeats, device=args.device)))
+    return 0
+
+
 def _add_cfg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a built-in config: smoke, demo, voc-ssd300, coco-retinanet")
     p.add_argument("--config", help="a YAML config file")
@@ -184,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
                      ("min-size", int), ("max-size", int), ("noise", float), ("longtail", float), ("clutter", int)):  # fmt: skip
         m.add_argument(f"--{name}", type=tp, default=None)
     m.set_defaults(func=cmd_data_make)
+
+    p = sub.add_parser("bench", help="micro-benchmarks")
+    bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    b = bsub.add_parser("agent", help="time one MGRAL agent iteration against a bare fused LSTM")
+    b.add_argument("--pool", type=int, required=True)
+    b.add_argument("--budget", type=int, required=True)
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--device", default="cpu")
+    b.set_defaults(func=cmd_bench_agent)
     return parser
 
 

@@ -76,6 +76,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SemiConfig:
+    """Semi-supervised training (ISD for SSD-style, SED for RetinaNet-style detectors)."""
+
+    method: str = "auto"  # auto (isd for softmax/SSD models, sed for sigmoid/RetinaNet models) | isd | sed
+    unlabeled_batch: int = 8  # unlabeled images per iteration (even, for ISD's pairs)
+    weight: float = 1.0  # weight of the unsupervised loss (times the ramp)
+    rampup: float = 0.27  # fraction of iterations of the Gaussian ramp-up (ISD: 32k of 120k)
+    rampdown: float = 0.17  # fraction of iterations of the ramp-down at the end (ISD: 20k of 120k)
+    isd_beta: float = 100.0  # mixing coefficient ~ Beta(isd_beta, isd_beta) (ISD's default)
+    isd_type1: float = 0.1  # weight of ISD's type-I loss (both sources foreground)
+    ema_decay: float = 0.999  # SED: teacher = EMA of the student
+    sed_scale: float = 0.5  # SED: the student's rescaled view
+    sed_gamma: float = 2.0  # SED: focal re-weighting exponent of the distillation loss
+    sed_reg_thresh: float = 0.5  # SED: teacher score above which box regression is distilled
+
+
+@dataclass(frozen=True)
 class LoopConfig:
     strategies: tuple[str, ...] = ("random",)
     seeds: tuple[int, ...] = (0,)
@@ -95,6 +112,7 @@ class RunConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
     strategy_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-strategy keyword options
 
 
@@ -110,9 +128,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "demo": {
         "name": "demo",
-        "data": {"synthetic": {"generator": "shapes", "difficulty": "easy", "n_train": 1000, "n_test": 200}},
+        "data": {"synthetic": {"generator": "shapes", "difficulty": "hard", "n_train": 1000, "n_test": 300}},
         "detector": {"name": "tiny_ssd", "image_size": 96, "width": 32},
-        "train": {"iterations": 400, "batch_size": 16, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
+        "train": {"iterations": 500, "batch_size": 16, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
                   "lr_steps": [0.75]},
         "loop": {"strategies": ["all"], "seeds": [0], "initial": 100, "budget": 100, "cycles": 4},
     },
@@ -290,6 +308,10 @@ def validate_config(cfg: RunConfig) -> None:
         raise InputError("data.root", f"the {data.kind} data needs data.root (e.g. --set data.root=/path)")
     if data.kind == "files" and not (data.train and data.test):
         raise InputError("data", "kind 'files' needs data.train and data.test")
+    if cfg.semi.method not in ("auto", "isd", "sed"):
+        raise InputError("semi.method", f"expected auto, isd or sed, got {cfg.semi.method!r}")
+    if cfg.semi.unlabeled_batch < 2 or cfg.semi.unlabeled_batch % 2:
+        raise InputError("semi.unlabeled_batch", f"need an even number >= 2, got {cfg.semi.unlabeled_batch}")
     if cfg.detector.pretrained not in ("none", "backbone"):
         raise InputError("detector.pretrained", f"expected none or backbone, got {cfg.detector.pretrained!r}")
 

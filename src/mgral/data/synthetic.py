@@ -43,7 +43,8 @@ class SyntheticSpec:
     noise: float = 0.08  # std of the Gaussian pixel noise, in [0, 1] units
     longtail: float = 0.0  # class k drawn with weight (k + 1) ** -longtail; 0 = balanced
     clutter: int = 0  # number of distracting strokes per image
-    class_colors: bool = True  # shapes: each class has its own hue (easy) or colours are random (hard)
+    class_colors: bool = True  # shapes: each class has its own hue, or colours are random
+    color_jitter: float = 0.0  # std of per-channel noise added to a class colour
     max_overlap: float = 0.3  # reject placements whose IoU with an earlier object exceeds this
 
 
@@ -51,7 +52,7 @@ DIFFICULTIES: dict[str, SyntheticSpec] = {
     "easy": SyntheticSpec(),
     "hard": SyntheticSpec(
         num_classes=8, min_objects=1, max_objects=6, min_size=8, max_size=30, noise=0.2,
-        longtail=1.0, clutter=4, class_colors=False, max_overlap=0.4,
+        longtail=1.0, clutter=4, class_colors=True, color_jitter=0.15, max_overlap=0.4,
     ),
 }  # fmt: skip
 
@@ -171,6 +172,11 @@ def render_image(
         if spec.class_colors and kind == "shapes":
             h = hues[label]
             color = 0.5 + 0.45 * np.array([math.cos(2 * math.pi * (h + o)) for o in (0, 1 / 3, 2 / 3)])
+            color = (
+                np.clip(color + rng.normal(0, spec.color_jitter, size=3), 0, 1)
+                if spec.color_jitter
+                else color
+            )
         else:
             color = rng.uniform(0, 1, size=3)
             if np.abs(color - img.mean((0, 1))).max() < 0.3:  # keep some contrast with the background

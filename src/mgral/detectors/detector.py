@@ -20,7 +20,7 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.ops import batched_nms, clip_boxes_to_image
 from tqdm.auto import tqdm
 
-from mgral.config import DetectorConfig, TrainConfig
+from mgral.config import DetectorConfig, SemiConfig, TrainConfig
 from mgral.data.dataset import DetectionDataset, Indices
 from mgral.data.torch_data import inference_loader
 from mgral.detectors.models import build_model
@@ -126,6 +126,33 @@ class Detector:
 
         return train_supervised(
             self, dataset, indices, train_cfg, seed=seed, checkpoint=checkpoint, progress=progress
+        )
+
+    def fit_semi(
+        self,
+        dataset: DetectionDataset,
+        labeled: Indices,
+        unlabeled: Indices,
+        train_cfg: TrainConfig,
+        semi_cfg: SemiConfig,
+        *,
+        seed: int,
+        checkpoint: str | Path | None = None,
+        progress: bool = True,
+    ) -> dict[str, float]:
+        """Semi-supervised training (ISD or SED); see :mod:`mgral.training.semi_supervised`."""
+        from mgral.training.semi_supervised import train_semi_supervised
+
+        return train_semi_supervised(
+            self,
+            dataset,
+            labeled,
+            unlabeled,
+            train_cfg,
+            semi_cfg,
+            seed=seed,
+            checkpoint=checkpoint,
+            progress=progress,
         )
 
     # ----------------------------------------------------------------- inference

@@ -65,12 +65,14 @@ def run_schedule(
     progress: bool,
     desc: str,
     extra_state: dict[str, Any] | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """The iteration loop shared by the trainers: lr schedule, AMP, clipping, resumable checkpoints.
 
     ``loader_for(start, stop)`` yields one batch per iteration; ``loss_fn(images, targets, it)`` returns
     named losses. A checkpoint at ``checkpoint`` (if it exists) is resumed and is deleted on completion.
-    ``extra_state`` holds modules (e.g. an EMA teacher) saved alongside the model.
+    ``extra_state`` holds modules (e.g. an EMA teacher) saved alongside the model; ``after_step(it)`` runs
+    after each optimiser step (e.g. the teacher's EMA update).
     """
     model = detector.model
     opt = make_optimizer(cfg, model.parameters())
@@ -94,7 +96,7 @@ def run_schedule(
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, it, total)
         images = [im.to(detector.device, non_blocking=True) for im in images]
-        targets = [{k: v.to(detector.device) for k, v in t.items()} for t in targets]
+        targets = [None if t is None else {k: v.to(detector.device) for k, v in t.items()} for t in targets]
         with torch.autocast(detector.device.type, dtype=torch.bfloat16, enabled=use_amp):
             losses = loss_fn(images, targets, it)
         loss = sum(losses.values())
@@ -103,6 +105,8 @@ def run_schedule(
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if after_step is not None:
+            after_step(it)
         value = float(loss.detach())  # type: ignore[union-attr]
         if not math.isfinite(value):
             raise FloatingPointError(f"training diverged at iteration {it} (loss {value}); lower train.lr")

@@ -85,7 +85,7 @@ def test_log_prob_is_exact_on_a_tiny_pool(policy):
             left -= int(d[i])
         from mgral.strategies.rl.policy import Rollout
 
-        total += float(torch.exp(policy.log_prob(emb, Rollout(d, forced))))
+        total += torch.exp(policy.log_prob(emb, Rollout(d, forced))).item()
     assert total == pytest.approx(1.0, abs=1e-5)
 
 

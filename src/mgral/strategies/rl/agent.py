@@ -78,7 +78,8 @@ class MgralStrategy(Strategy):
     baseline_decay: of the moving-average baseline (paper: 0.5); table_size: random batches pre-computed
     per cycle (paper: 200 VOC, 30 COCO); neighbours: of the table estimate; estimator: table | kernel |
     none (always the true reward); feature: histogram | mean; clusters: for the histogram feature;
-    final: best | greedy; reward: pseudo | oracle; the ``proxy_*`` / ``holdout`` / ``base_iterations`` /
+    final: best | greedy; reward: pseudo | oracle; pseudo_labels: semi (from the semi-supervised base
+    detector, ISD/SED) | detector (from the cycle's detector); the ``proxy_*`` / ``holdout`` / ``base_iterations`` /
     ``pseudo_threshold`` options configure :class:`RewardConfig`.
     """
 
@@ -88,7 +89,7 @@ class MgralStrategy(Strategy):
     def __init__(
         self, *, iterations: int = 30, lr: float = 1e-3, baseline_decay: float = 0.5, table_size: int = 8,
         neighbours: int = 5, estimator: str = "table", feature: str = "histogram", clusters: int = 16,
-        final: str = "best", reward: str = "pseudo", holdout: float = 0.2, base_iterations: int = 0,
+        final: str = "best", reward: str = "pseudo", pseudo_labels: str = "semi", holdout: float = 0.2, base_iterations: int = 0,
         proxy_steps: int = 20, proxy_lr: float = 1e-3, pseudo_threshold: float = 0.5, checkpoint_every: int = 1,
     ) -> None:  # fmt: skip
         if final not in FINALS:
@@ -99,6 +100,9 @@ class MgralStrategy(Strategy):
             raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
         if reward not in ("pseudo", "oracle"):
             raise ValueError(f"reward must be pseudo or oracle, got {reward!r}")
+        if pseudo_labels not in ("semi", "detector"):
+            raise ValueError(f"pseudo_labels must be semi or detector, got {pseudo_labels!r}")
+        self.pseudo_labels = pseudo_labels
         if iterations < 0 or table_size < 0 or not 0 <= baseline_decay < 1:
             raise ValueError("iterations and table_size must be >= 0 and baseline_decay in [0, 1)")
         self.iterations, self.lr, self.baseline_decay = iterations, lr, baseline_decay
@@ -122,7 +126,7 @@ class MgralStrategy(Strategy):
 
     def reward_config(self) -> RewardConfig:
         return RewardConfig(
-            kind=self.reward, holdout=self.holdout, base_iterations=self.base_iterations, steps=self.proxy_steps,
+            kind=self.reward, pseudo_labels=self.pseudo_labels, holdout=self.holdout, base_iterations=self.base_iterations, steps=self.proxy_steps,
             lr=self.proxy_lr, pseudo_threshold=self.pseudo_threshold,
         )  # fmt: skip
 
@@ -141,7 +145,7 @@ class MgralStrategy(Strategy):
         assert ctx.embeddings_unlabeled is not None and ctx.detector is not None
         if ctx.config is None:
             raise ValueError("mgral needs the run config (its reward trains a proxy detector)")
-        detector, train_cfg = ctx.detector, ctx.config.train
+        detector, train_cfg, semi_cfg = ctx.detector, ctx.config.train, ctx.config.semi
         seed = int(ctx.extras.get("seed", 0))
         store = ctx.extras.get("store")
         scope = f"mgral/seed{seed}/cycle{ctx.cycle}"
@@ -161,7 +165,7 @@ class MgralStrategy(Strategy):
                     ctx.workdir.mkdir(parents=True, exist_ok=True)
                 reward_fn = ProxyReward(
                     self.reward_config(), dataset=ctx.dataset, labeled=ctx.labeled, unlabeled=ctx.unlabeled,
-                    detector=detector, train_cfg=train_cfg, seed=seed,
+                    detector=detector, train_cfg=train_cfg, semi_cfg=semi_cfg, seed=seed,
                     cycle=ctx.cycle, workdir=ctx.workdir, pseudo_predictions=ctx.predictions,
                     oracle_dataset=ctx.extras.get("oracle_dataset"), progress=ctx.progress,
                 )  # fmt: skip

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RewardConfig:
     kind: str = "pseudo"  # pseudo | oracle
+    pseudo_labels: str = (
+        "semi"  # semi: from the semi-supervised base detector | detector: from the cycle's detector
+    )
     holdout: float = 0.2  # fraction of the labeled images held out to measure the reward's mAP
     min_holdout: int = 8
     base_iterations: int = 0  # base detector's training iterations; 0 = the run's train.iterations
@@ -56,6 +59,7 @@ class ProxyReward:
         unlabeled: np.ndarray,
         detector: Detector,
         train_cfg: Any,
+        semi_cfg: Any = None,
         seed: int,
         cycle: int,
         workdir: Path | None,
@@ -65,6 +69,8 @@ class ProxyReward:
     ) -> None:  # fmt: skip
         if cfg.kind not in ("pseudo", "oracle"):
             raise ValueError(f"reward kind must be pseudo or oracle, got {cfg.kind!r}")
+        if cfg.pseudo_labels not in ("semi", "detector"):
+            raise ValueError(f"pseudo_labels must be semi or detector, got {cfg.pseudo_labels!r}")
         if cfg.kind == "oracle" and oracle_dataset is None:
             raise ValueError("the oracle reward needs the ground truth of the pool (simulation only)")
         self.cfg, self.dataset, self.seed, self.cycle = cfg, dataset, seed, cycle
@@ -94,6 +100,8 @@ class ProxyReward:
             if ckpt is not None:
                 self.base.save(ckpt)
         self.head_state = copy.deepcopy(self.base._module.head.state_dict())
+        self._cache: dict[int, tuple[list[torch.Tensor], tuple[int, int], tuple[int, int]]] = {}
+        self._cache_bytes = 0
         # targets: ground truth for labeled images, pseudo-labels (or the oracle's truth) for the pool
         self.targets: dict[int, dict[str, torch.Tensor]] = {
             int(i): target_for(dataset, int(i)) for i in self.train
@@ -103,8 +111,11 @@ class ProxyReward:
             for i in unlabeled:
                 self.targets[int(i)] = target_for(oracle_dataset, int(i))
         else:
-            preds = pseudo_predictions
-            if preds is None:
+            if cfg.pseudo_labels == "semi":
+                preds = self.predict(np.asarray(unlabeled))
+            elif pseudo_predictions is not None:
+                preds = pseudo_predictions
+            else:
                 preds = detector.predict(dataset, unlabeled, progress=progress, desc="pseudo-labels")
             for i, p in zip(unlabeled, preds):
                 keep = p.scores >= cfg.pseudo_threshold
@@ -112,8 +123,6 @@ class ProxyReward:
                     "boxes": torch.as_tensor(p.boxes[keep], dtype=torch.float32).reshape(-1, 4),
                     "labels": torch.as_tensor(p.labels[keep] + 1, dtype=torch.int64),
                 }
-        self._cache: dict[int, tuple[list[torch.Tensor], tuple[int, int], tuple[int, int]]] = {}
-        self._cache_bytes = 0
         self.calls = 0
         self.base_map = self._evaluate()
 
@@ -135,12 +144,17 @@ class ProxyReward:
         out = [self._cache.get(int(i)) or self._cache.pop(-1 - int(i)) for i in indices]
         return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
 
-    def _evaluate(self) -> float:
+    def predict(self, indices: np.ndarray) -> list[Prediction]:
+        """Predictions of the base detector (its current head) on ``indices``, from cached features."""
         preds: list[Prediction] = []
-        for s in range(0, len(self.holdout), 64):
-            idx = self.holdout[s : s + 64]
+        for s in range(0, len(indices), 64):
+            idx = indices[s : s + 64]
             feats, sizes, orig = self._features(idx)
             preds.extend(self.base.predict_from_features(feats, sizes, orig))
+        return preds
+
+    def _evaluate(self) -> float:
+        preds = self.predict(self.holdout)
         return float(evaluate_voc_dataset(self.dataset, self.holdout, preds, use_07=True)["mAP"])
 
     # ------------------------------------------------------------------ reward
