@@ -22,9 +22,10 @@ weighted by the teacher's score. (docs/design.md lists where this departs from t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,23 @@ def _split_levels(t: torch.Tensor, feats: Sequence[torch.Tensor]) -> list[torch.
     return out
 
 
+@contextlib.contextmanager
+def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
+    """Batch-norm layers normalise with batch statistics but leave their running statistics unchanged.
+
+    The unsupervised passes see mixed (ISD) or rescaled (SED) images, whose statistics differ from real
+    ones; letting them into the running averages degrades the model at inference (ISD's VGG has no BN)."""
+    bns = [mod for mod in model.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, mom in zip(bns, saved):
+            bn.momentum = mom
+
+
 # ---------------------------------------------------------------------------------------------- trainer
 class _SemiSampler(Sampler):
     """Per iteration: the labeled batch, then ``unlabeled_batch`` images of the unlabeled schedule."""
@@ -228,7 +246,8 @@ def train_semi_supervised(
             half = len(unl) // 2
             x_flip = x.flip(-1)
             x_partner = torch.cat([x_flip[half:], x_flip[:half]])
-            head, _ = forward_heads(torch.cat([x, x_partner, lam * x + (1 - lam) * x_partner]), m)
+            with frozen_bn_stats(m):
+                head, _ = forward_heads(torch.cat([x, x_partner, lam * x + (1 - lam) * x_partner]), m)
             p = torch.softmax(head["cls_logits"], -1).chunk(3)
             loc = head["bbox_regression"].chunk(3)
             t1, t2 = isd_losses(p[0], p[1], p[2], loc[0], loc[1], loc[2], lam)
@@ -241,8 +260,9 @@ def train_semi_supervised(
         t_cls = [torch.sigmoid(c) for c in _split_levels(t_head["cls_logits"], t_feats)]
         t_reg = _split_levels(t_head["bbox_regression"], t_feats)
         small = F.interpolate(x, scale_factor=semi.sed_scale, mode="bilinear", align_corners=False)
-        s_head, s_feats = forward_heads(x, m)
-        r_head, r_feats = forward_heads(small, m)
+        with frozen_bn_stats(m):
+            s_head, s_feats = forward_heads(x, m)
+            r_head, r_feats = forward_heads(small, m)
         s_cls, s_reg = (
             _split_levels(s_head["cls_logits"], s_feats),
             _split_levels(s_head["bbox_regression"], s_feats),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mgral.config import SemiConfig
 from mgral.data.dataset import DetectionDataset
 from mgral.data.torch_data import image_tensor, target_for
 from mgral.detectors.detector import Detector, Prediction
@@ -89,14 +90,19 @@ class ProxyReward:
         else:
             iters = cfg.base_iterations or train_cfg.iterations
             base_cfg = replace(train_cfg, iterations=iters) if iters else train_cfg
-            log.info(
-                "reward: training the base detector on %d labeled images (%d held out)",
-                len(self.train),
-                n_hold,
-            )
-            self.base.fit(
-                dataset, self.train, base_cfg, seed=derive_seed(seed, "reward-base", cycle), progress=progress
-            )
+            base_seed = derive_seed(seed, "reward-base", cycle)
+            if cfg.pseudo_labels == "semi":
+                log.info(
+                    "reward: semi-supervised base detector on %d labeled (%d held out) and %d unlabeled images",
+                    len(self.train), n_hold, len(unlabeled),
+                )  # fmt: skip
+                self.base.fit_semi(
+                    dataset, self.train, unlabeled, base_cfg, semi_cfg or SemiConfig(), seed=base_seed,
+                    progress=progress,
+                )  # fmt: skip
+            else:
+                log.info("reward: base detector on %d labeled images (%d held out)", len(self.train), n_hold)
+                self.base.fit(dataset, self.train, base_cfg, seed=base_seed, progress=progress)
             if ckpt is not None:
                 self.base.save(ckpt)
         self.head_state = copy.deepcopy(self.base._module.head.state_dict())
