@@ -83,7 +83,7 @@ def main() -> None:
                     t = time.perf_counter()
                     if kind == "supervised":
                         det.fit(
-                            view, pool.labeled, cfg.train, seed=derive_seed(seed, "train", 0), progress=False
+                            view, pool.labeled, train_cfg, seed=derive_seed(seed, "train", 0), progress=False
                         )
                     else:
                         det.fit_semi(view, pool.labeled, pool.unlabeled, train_cfg, cfg.semi,
