@@ -86,7 +86,7 @@ class SemiConfig:
     rampdown: float = 0.17  # fraction of iterations of the ramp-down at the end (ISD: 20k of 120k)
     isd_beta: float = 100.0  # mixing coefficient ~ Beta(isd_beta, isd_beta) (ISD's default)
     isd_type1: float = 0.1  # weight of ISD's type-I loss (both sources foreground)
-    ema_decay: float = 0.999  # SED: teacher = EMA of the student
+    ema_decay: float = 0.99  # SED: teacher = EMA of the student (the coco-retinanet preset: 0.9996)
     sed_scale: float = 0.5  # SED: the student's rescaled view
     sed_gamma: float = 2.0  # SED: focal re-weighting exponent of the distillation loss
     sed_reg_thresh: float = 0.5  # SED: teacher score above which box regression is distilled
@@ -101,6 +101,7 @@ class LoopConfig:
     cycles: int = 3  # detectors trained and evaluated; labeled sizes initial + k * budget, k < cycles
     metric: str = "voc07"  # voc07 | voc | coco: the number reported as `map`
     warm_start: bool = False  # start each cycle's training from the previous cycle's weights
+    keep_checkpoints: bool = True  # keep every cycle's model; false keeps only cycle 0 and the last one
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 300, "batch_size": 32, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
                   "weight_decay": 5e-4, "lr_steps": [0.8], "warmup_iters": 500, "augment": "ssd",
                   "num_workers": 8, "amp": True, "checkpoint_every": 1000},
-        "loop": {"strategies": ["random", "entropy", "coreset"], "seeds": [0, 1, 2], "initial": 1000,
+        "loop": {"strategies": ["random", "entropy", "coreset", "mgral"], "seeds": [0, 1, 2], "initial": 1000,
                  "budget": 1000, "cycles": 10, "metric": "voc07"},
+        "strategy_params": {"mgral": {"iterations": 2200, "table_size": 200, "clusters": 64, "proxy_steps": 100}},
     },
     "coco-retinanet": {
         "name": "coco-retinanet",
@@ -151,8 +153,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"iterations": 180000, "batch_size": 8, "optimizer": "sgd", "lr": 0.02, "momentum": 0.9,
                   "weight_decay": 1e-4, "lr_steps": [0.6667, 0.8889], "warmup_iters": 1000, "augment": "flip",
                   "grad_clip": 10.0, "num_workers": 8, "amp": True, "checkpoint_every": 2000},
-        "loop": {"strategies": ["random", "entropy", "coreset"], "seeds": [0, 1, 2], "initial": 0.02,
+        "loop": {"strategies": ["random", "entropy", "coreset", "mgral"], "seeds": [0, 1, 2], "initial": 0.02,
                  "budget": 0.02, "cycles": 5, "metric": "coco"},
+        "strategy_params": {"mgral": {"iterations": 800, "table_size": 30, "clusters": 64, "proxy_steps": 100}},
+        "semi": {"ema_decay": 0.9996},
     },
 }  # fmt: skip
 

@@ -39,3 +39,23 @@ def test_query_writes_json_and_list(partial_coco, tmp_path, strategy):
 def test_bad_budget(budget):
     with pytest.raises(InputError, match="--budget"):
         parse_budget(budget, 32)
+
+
+def test_query_on_a_voc_folder_with_missing_xml(shapes, tmp_path):
+    """VOC layout: images without an XML are the unlabeled pool."""
+    from mgral.data.voc import write_voc
+
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    for rec in shapes.images:
+        (root / "JPEGImages" / (rec.key + ".png")).write_bytes(
+            (shapes.image_root / rec.file_name).read_bytes()
+        )
+    half = shapes.subset(range(10))
+    write_voc(half, root)
+    (root / "ImageSets" / "Main" / "trainval.txt").unlink()
+    cfg = load_config(preset="smoke", overrides=["train.iterations=4"])
+    doc = query(root, 4, "entropy", tmp_path / "picks.json", cfg)
+    assert doc["n_labeled"] == 10 and doc["n_unlabeled"] == 38 and len(doc["selected"]) == 4
+    picked = {p["file_name"] for p in doc["selected"]}
+    assert picked.isdisjoint({rec.key + ".png" for rec in half.images})

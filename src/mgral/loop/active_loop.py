@@ -158,7 +158,7 @@ class ActiveLearningRun:
                 self.write_results()
             if not last:
                 self._select(strategy, name, seed, cycle, pool, detector, budget, state_scope)
-                if not self.cfg.loop.warm_start and cycle > 0:
+                if not (self.cfg.loop.keep_checkpoints or self.cfg.loop.warm_start) and cycle > 0:
                     self._ckpt_path(name, seed, cycle).unlink(missing_ok=True)
 
     def _train(

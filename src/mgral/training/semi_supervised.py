@@ -6,7 +6,8 @@ other half of the batch ``x'``; the model sees ``x``, ``x'`` and ``lam * x + (1 
 background. Type I (both sources foreground): the mixed image's class distribution and the mixture of the
 two sources' distributions must agree (KL both ways, each against a detached target, averaged), weight 0.1.
 Type II (exactly one source foreground): the mixed image's distribution must match that source's (KL,
-source detached) and so must its box offsets (mean squared error). Background/background anchors are
+source detached) and so must its box offsets (Huber loss; ISD uses the squared error, which diverged here
+when training from scratch: box offsets are unbounded and the squared error's gradient grows with them). Background/background anchors are
 excluded. The unsupervised loss is ramped up over the first 27% of iterations and down over the last 17%
 (ISD's 32k/120k and 20k/120k).
 
@@ -15,9 +16,9 @@ the same image and the image rescaled by 1/2. Distillation targets are the teach
 box offsets: at the same scale level-to-level, and scale-equivalently — FPN level ``l`` of the image and
 level ``l - 1`` of the half-size image have the same grid and anchors of half the size, so they should
 predict the same. Foreground/background imbalance is re-weighted focal-style: each anchor's
-classification term is weighted by ``|teacher - student| ** gamma`` and normalised by the number of
-anchors the teacher scores above ``sed_reg_thresh``; offsets are distilled on those anchors only,
-weighted by the teacher's score. (docs/design.md lists where this departs from the papers.)
+classification term is weighted by ``|teacher - student| ** gamma`` and the sum is normalised by the
+teacher's soft foreground count (the sum over anchors of its top class score); offsets are distilled on the
+anchors the teacher scores above ``sed_reg_thresh``, weighted by the teacher's score. (docs/design.md lists where this departs from the papers.)
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def isd_losses(
 
     p_* (float[B, A, C+1]): softmax class distributions (background in column 0) of the first source,
     the second source (aligned with the mix) and the mixed image; loc_* (float[B, A, 4]): box offsets.
-    Returns (type_I, type_II); an empty anchor set contributes zero.
+    Returns (type_I, type_II); an empty anchor set contributes zero. Box offsets: Huber loss (beta 1).
     """
     fg_a = p_a[..., 1:].max(-1).values > p_a[..., 0]
     fg_b = p_b[..., 1:].max(-1).values > p_b[..., 0]
@@ -97,7 +98,7 @@ def isd_losses(
     for only, p_src, loc_src in ((fg_a & ~fg_b, p_a, loc_a), (fg_b & ~fg_a, p_b, loc_b)):
         if only.any():
             cls = _kl(p_src[only].detach(), p_mix[only]).mean()
-            loc = ((loc_mix[only] - loc_src[only].detach()) ** 2).mean()
+            loc = F.smooth_l1_loss(loc_mix[only], loc_src[only].detach(), beta=1.0)
             type2 = type2 + cls + loc
     return type1, type2
 
@@ -271,8 +272,10 @@ def train_semi_supervised(
             _split_levels(r_head["cls_logits"], r_feats),
             _split_levels(r_head["bbox_regression"], r_feats),
         )
-        pos = sum(float((tc[..., 1:].max(-1).values > semi.sed_reg_thresh).sum()) for tc in t_cls)
-        norm = torch.tensor(max(1.0, pos), device=x.device)
+        mass = sum(
+            float(tc[..., 1:].max(-1).values.sum()) for tc in t_cls
+        )  # the teacher's soft foreground count
+        norm = torch.tensor(max(1.0, mass), device=x.device)
         cls_loss = x.sum() * 0.0
         reg_loss = x.sum() * 0.0
         pairs = [(s_cls[lv], s_reg[lv], t_cls[lv], t_reg[lv]) for lv in range(len(t_cls))]
