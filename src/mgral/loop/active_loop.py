@@ -30,7 +30,14 @@ from mgral.detectors.detector import Detector
 from mgral.errors import InputError
 from mgral.loop.store import RESULT_COLUMNS, RunStore
 from mgral.metrics.evaluate import evaluate_predictions
-from mgral.strategies.base import SelectionContext, Strategy, build_strategy, expand_strategy_names, pool_view
+from mgral.strategies.base import (
+    SelectionContext,
+    Strategy,
+    build_strategy,
+    expand_strategy_names,
+    pool_view,
+    strategy_inputs,
+)
 from mgral.utils import atomic_torch_save, atomic_write_text, derive_seed, resolve_device, rng_for, timer
 
 log = logging.getLogger(__name__)
@@ -196,14 +203,8 @@ class ActiveLearningRun:
             "num_workers": cfg.train.num_workers,
             "progress": self.progress,
         }
-        preds = emb_u = emb_l = None
         with timer() as t:
-            if needs & {"predictions", "embeddings"}:
-                inf = detector.infer(view, unlabeled, predictions="predictions" in needs,
-                                     embeddings="embeddings" in needs, desc="infer pool", **kw)  # fmt: skip
-                preds, emb_u = inf.predictions, inf.embeddings
-            if "embeddings" in needs:
-                emb_l = detector.embed(view, labeled, desc="embed labeled", **kw)
+            preds, emb_u, emb_l = strategy_inputs(detector, view, unlabeled, labeled, needs, **kw)
         ctx = SelectionContext(
             dataset=view, pool=pool, cycle=cycle, rng=rng_for(seed, name, "select", cycle), unlabeled=unlabeled,
             labeled=labeled, predictions=preds, embeddings_unlabeled=emb_u, embeddings_labeled=emb_l,

@@ -14,7 +14,7 @@ from mgral.data.formats import read_dataset
 from mgral.data.pool import Pool
 from mgral.detectors.detector import Detector
 from mgral.errors import InputError
-from mgral.strategies.base import SelectionContext, build_strategy, pool_view
+from mgral.strategies.base import SelectionContext, build_strategy, pool_view, strategy_inputs
 from mgral.utils import atomic_write_json, atomic_write_text, derive_seed, resolve_device, rng_for, timer
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,7 @@ def query(
         "progress": cfg.progress,
     }
     with timer() as t_infer:
-        preds = emb_u = emb_l = None
-        if strat.needs & {"predictions", "embeddings"}:
-            inf = detector.infer(view, unlabeled, predictions="predictions" in strat.needs,
-                                 embeddings="embeddings" in strat.needs, **kw)  # fmt: skip
-            preds, emb_u = inf.predictions, inf.embeddings
-        if "embeddings" in strat.needs:
-            emb_l = detector.embed(view, labeled, **kw)
+        preds, emb_u, emb_l = strategy_inputs(detector, view, unlabeled, labeled, strat.needs, **kw)
     ctx = SelectionContext(
         dataset=view, pool=pool, cycle=0, rng=rng_for(seed, strategy, "select", 0), unlabeled=unlabeled,
         labeled=labeled, predictions=preds, embeddings_unlabeled=emb_u, embeddings_labeled=emb_l, detector=detector,

@@ -147,6 +147,22 @@ def expand_strategy_names(names: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
+def strategy_inputs(
+    detector: Detector, view: DetectionDataset, unlabeled: np.ndarray, labeled: np.ndarray, needs: frozenset[str],
+    **infer_kw: Any,
+) -> tuple[list[Prediction] | None, np.ndarray | None, np.ndarray | None]:  # fmt: skip
+    """What ``needs`` asks for, in one inference pass over the pool: (predictions on the unlabeled images,
+    their embeddings, the labeled images' embeddings); ``None`` for what is not needed."""
+    preds = emb_u = emb_l = None
+    if needs & {"predictions", "embeddings"}:
+        inf = detector.infer(view, unlabeled, predictions="predictions" in needs, embeddings="embeddings" in needs,
+                             desc="infer pool", **infer_kw)  # fmt: skip
+        preds, emb_u = inf.predictions, inf.embeddings
+    if "embeddings" in needs:
+        emb_l = detector.embed(view, labeled, desc="embed labeled", **infer_kw)
+    return preds, emb_u, emb_l
+
+
 def pool_view(dataset: DetectionDataset, pool: Pool) -> DetectionDataset:
     """``dataset`` with the annotations of every unlabeled image removed (leak-free by construction)."""
     unlabeled = set(pool.unlabeled.tolist())
