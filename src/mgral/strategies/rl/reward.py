@@ -27,7 +27,7 @@ from mgral.data.dataset import DetectionDataset
 from mgral.data.torch_data import image_tensor, target_for
 from mgral.detectors.detector import Detector, Prediction
 from mgral.metrics.voc import evaluate_voc_dataset
-from mgral.utils import derive_seed, rng_for, stable_hash
+from mgral.utils import derive_seed, rng_for
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,11 @@ class ProxyReward:
         head: Any = self.base._module.head
         head.load_state_dict(self.head_state)
         pool = np.concatenate([self.train, batch])
-        rng = np.random.default_rng(
-            derive_seed(self.seed, "reward", self.cycle, stable_hash(batch.tobytes()))
-        )
+        # common random numbers: every batch of the cycle is scored with the same minibatch positions and
+        # the same torch seed, so rewards differ by the batch's content rather than by training noise
+        rng = np.random.default_rng(derive_seed(self.seed, "reward", self.cycle))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, "reward-torch", stable_hash(batch.tobytes())))
+            torch.manual_seed(derive_seed(self.seed, "reward-torch", self.cycle))
             opt = torch.optim.Adam(head.parameters(), lr=self.cfg.lr)
             head.train()
             for _ in range(self.cfg.steps):
