@@ -137,6 +137,9 @@ class ProxyReward:
         self, indices: np.ndarray
     ) -> tuple[list[list[torch.Tensor]], list[tuple[int, int]], list[tuple[int, int]]]:
         missing = [int(i) for i in indices if int(i) not in self._cache]
+        once: dict[
+            int, tuple[list[torch.Tensor], tuple[int, int], tuple[int, int]]
+        ] = {}  # over the cache budget
         for s in range(0, len(missing), 32):
             chunk = missing[s : s + 32]
             feats, sizes, orig = self.base.backbone_features([image_tensor(self.dataset, i) for i in chunk])
@@ -145,9 +148,9 @@ class ProxyReward:
                 if self._cache_bytes + nbytes <= self.cfg.cache_mb * 2**20:
                     self._cache[i] = (f, sz, o)
                     self._cache_bytes += nbytes
-                else:  # over budget: use once, do not keep
-                    self._cache.setdefault(-1 - i, (f, sz, o))
-        out = [self._cache.get(int(i)) or self._cache.pop(-1 - int(i)) for i in indices]
+                else:
+                    once[i] = (f, sz, o)
+        out = [self._cache.get(int(i)) or once[int(i)] for i in indices]
         return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
 
     def predict(self, indices: np.ndarray) -> list[Prediction]:
