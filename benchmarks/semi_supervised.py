@@ -28,6 +28,8 @@ from mgral.data.sources import load_run_data
 from mgral.detectors.detector import Detector
 from mgral.metrics.voc import evaluate_voc_dataset
 from mgral.strategies.base import pool_view
+from mgral.training.semi_supervised import train_semi_supervised
+from mgral.training.supervised import train_supervised
 from mgral.utils import derive_seed, rng_for
 
 
@@ -82,12 +84,17 @@ def main() -> None:
                     det = Detector(det_cfg, pool_ds.num_classes, seed=derive_seed(seed, "init"))
                     t = time.perf_counter()
                     if kind == "supervised":
-                        det.fit(
-                            view, pool.labeled, train_cfg, seed=derive_seed(seed, "train", 0), progress=False
+                        train_supervised(
+                            det,
+                            view,
+                            pool.labeled,
+                            train_cfg,
+                            seed=derive_seed(seed, "train", 0),
+                            progress=False,
                         )
                     else:
-                        det.fit_semi(view, pool.labeled, pool.unlabeled, train_cfg, cfg.semi,
-                                     seed=derive_seed(seed, "train", 0), progress=False)  # fmt: skip
+                        train_semi_supervised(det, view, pool.labeled, pool.unlabeled, train_cfg, cfg.semi,
+                                              seed=derive_seed(seed, "train", 0), progress=False)  # fmt: skip
                     row[f"{kind}_s"] = time.perf_counter() - t
                     preds = det.predict(test, test_idx, progress=False)
                     row[f"{kind}_map"] = evaluate_voc_dataset(test, test_idx, preds)["mAP"]

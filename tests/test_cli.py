@@ -112,8 +112,16 @@ def test_bad_prediction_file(tmp_path, shapes_dir, capsys):
 
 
 def test_query_cli_bad_budget_writes_nothing(tmp_path, shapes_dir, capsys):
+    doc = json.loads((shapes_dir / "annotations.json").read_text())
+    keep = {im["id"] for im in doc["images"][:16]}
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]  # 32 images unannotated
+    data = tmp_path / "partial.json"
+    data.write_text(json.dumps(doc))
+    (tmp_path / "images").symlink_to(shapes_dir / "images")
     out = tmp_path / "picks.json"
-    code = main(["query", "--data", str(shapes_dir / "annotations.json"), "--budget", "0", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code == 2 and ("every image is already annotated" in err or "--budget" in err)
+    for budget, message in (("0", "expected a positive whole number, got '0'"),
+                            ("33", "33 is more than the 32 unlabeled images")):  # fmt: skip
+        code = main(["query", "--data", str(data), "--budget", budget, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and err == f"mgral: error: --budget: {message}\n"
     assert not out.exists() and not out.with_suffix(".txt").exists()

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgral.strategies.rl.agent import reinforce_update
 from mgral.strategies.rl.policy import LSTMPolicy
+from mgral.strategies.rl.search import reinforce_update
 
 
 def _peak_mb() -> float:

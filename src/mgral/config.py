@@ -168,6 +168,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise InputError(where, f"expected a mapping, got {value!r}")
         return _from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise InputError(where, f"expected one of {', '.join(map(str, allowed))}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
@@ -209,10 +214,21 @@ def _from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     unknown = set(data) - names
     if unknown:
         raise InputError(
-            where, f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names))}"
+            where, f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names)) or 'none'}"
         )
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(where, str(exc)) from None
+
+
+def from_mapping(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """Build the dataclass ``cls`` from a plain mapping with the config's checks: unknown keys, types,
+    literals, and ``__post_init__`` range checks all become an :class:`InputError` naming ``where``."""
+    if data is not None and not isinstance(data, dict):
+        raise InputError(where, f"expected a mapping, got {data!r}")
+    return _from_dict(cls, dict(data or {}), where)
 
 
 def to_dict(cfg: Any) -> Any:

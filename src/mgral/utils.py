@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, stable seeds, timing."""
+"""Small shared helpers: atomic writes, safe loading, stable seeds, timing, progress."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
+import pickle
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -49,6 +52,33 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def safe_torch_load(source: str | os.PathLike[str] | bytes, map_location: Any = "cpu") -> Any:
+    """``torch.load`` restricted to tensors, numbers, strings, lists and dicts (``weights_only=True``).
+
+    Everything mgral saves (checkpoints, strategy state) is made of those; a file holding any other pickled
+    object is refused with :class:`~mgral.errors.InputError` instead of being unpickled, because
+    unpickling a file from someone else can execute arbitrary code. ``source`` is a path or the bytes of
+    a blob (strategy state in the run store)."""
+    from mgral.errors import InputError
+
+    name = "<blob>" if isinstance(source, bytes) else str(source)
+    try:
+        if isinstance(source, bytes):
+            return torch.load(io.BytesIO(source), map_location=map_location, weights_only=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise InputError(name, "file not found") from None
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(
+            name,
+            "refusing to load: it holds objects other than tensors, numbers, strings, lists and dicts, and "
+            f"unpickling them could run arbitrary code ({first})",
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise InputError(name, f"not a readable checkpoint ({exc.__class__.__name__}: {exc})") from None
+
+
 def stable_hash(*parts: object) -> int:
     """A 63-bit integer hash of ``parts`` that is the same in every process (unlike ``hash``)."""
     text = "\x1f".join(str(p) for p in parts)
@@ -85,3 +115,64 @@ def resolve_device(name: str) -> torch.device:
 
         raise InputError("device", f"'{name}' was asked for but CUDA is not available on this machine")
     return dev
+
+
+progress_log = logging.getLogger("mgral.progress")
+
+
+class _LineProgress:
+    """What a progress bar becomes when stderr is not a terminal: no redraws, a log line when the step
+    finishes (and one a minute while a long step runs)."""
+
+    def __init__(self, total: int | None, desc: str, unit: str, initial: int, every_s: float = 60.0) -> None:
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.start = self.last = time.perf_counter()
+        self.every_s = every_s
+        self.postfix = ""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.last = now
+            progress_log.info("%s: %d/%s %s%s", self.desc, self.n, self.total or "?", self.unit, self.postfix)
+
+    def set_postfix(self, **kw: Any) -> None:
+        self.postfix = " (" + ", ".join(f"{k}={v}" for k, v in kw.items()) + ")"
+
+    def close(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        progress_log.info("%s: %d %s in %.1fs%s", self.desc, self.n, self.unit, elapsed, self.postfix)
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix(self, **kw: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def progress_bar(
+    total: int | None, desc: str, *, enabled: bool = True, unit: str = "it", initial: int = 0
+) -> Iterator[Any]:
+    """A progress display with ``update(n)``, ``set_postfix(**kw)``: a tqdm bar on a terminal, one log
+    line per finished step otherwise (so a log file holds lines, not carriage returns), nothing when
+    ``enabled`` is false."""
+    bar: Any
+    if not enabled:
+        bar = _NoProgress()
+    elif sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=initial, desc=desc, leave=False, unit=unit)
+    else:
+        bar = _LineProgress(total, desc, unit, initial)
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -72,9 +72,9 @@ def test_killed_run_resumes_to_the_same_result(reference, tmp_path, monkeypatch,
     _, expected = reference
     cfg = _cfg(checkpoint_every=3)
     if where == "mid-training":
-        from mgral.training import supervised
+        from mgral.training import engine
 
-        real = supervised.atomic_torch_save
+        real = engine.atomic_torch_save
         calls = {"n": 0}
 
         def die(obj, path):
@@ -83,7 +83,7 @@ def test_killed_run_resumes_to_the_same_result(reference, tmp_path, monkeypatch,
             if calls["n"] == 4:
                 raise Killed
 
-        monkeypatch.setattr(supervised, "atomic_torch_save", die)
+        monkeypatch.setattr(engine, "atomic_torch_save", die)
     elif where == "after-evaluation":
         real_record = RunStore.record_cycle
 

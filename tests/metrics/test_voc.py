@@ -45,11 +45,14 @@ def test_low_iou_and_wrong_class_are_false_positives():
 
 
 def test_detection_does_not_fall_back_to_second_best_box():
-    # two GT boxes; detection A overlaps GT1 best, detection B overlaps GT1 best too (and GT2 less)
-    gt = [_gt([[0, 0, 10, 10], [6, 0, 16, 10]], [0, 0])]
-    dets = [_det([[0, 0, 10, 10], [2, 0, 12, 10]], [0.9, 0.8], [0, 0])]
+    """B's best box is GT1, already taken by A; B also overlaps GT2 with IoU 0.74 > 0.5, which is free. The
+    devkit does not fall back: B is a false positive, recall stays at 1/2 and AP is 0.5 (a matcher that
+    fell back to GT2 would give B a true positive and AP 1)."""
+    gt = [_gt([[0, 0, 10, 10], [2, 0, 12, 10]], [0, 0])]
+    dets = [_det([[0, 0, 10, 10], [0.5, 0, 10.5, 10]], [0.9, 0.8], [0, 0])]
+    ious = [9.5 / 10.5, 8.5 / 11.5]  # B against GT1 and GT2
+    assert ious[0] > ious[1] > 0.5
     res = evaluate_voc(gt, dets, 1, use_07=False)
-    # B's best box is GT1 (IoU .67 vs .43), already taken -> FP even though GT2 > .5 is free? (IoU .43 < .5 anyway)
     assert res["AP"][0] == pytest.approx(0.5)
 
 

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from mgral.data.pool import Pool
-from mgral.detectors.detector import Prediction
+from mgral.data.structures import Prediction
 from mgral.strategies.base import SelectionContext
 from mgral.strategies.coreset import k_center_greedy
 from mgral.strategies.entropy import EntropyStrategy, box_entropy
@@ -24,9 +23,12 @@ def test_entropy_aggregates(aggregate, expected):
                           np.zeros(len(rows), np.int64), rows)  # fmt: skip
 
     preds = [pred([[0.5, 0.5, 0], [0, 1, 0]]), pred([[0, 0, 1]]), pred([])]
-    ctx = SelectionContext(dataset=None, pool=Pool(3), cycle=0, rng=np.random.default_rng(0),  # type: ignore[arg-type]
-                           unlabeled=np.arange(3), labeled=np.arange(0), predictions=preds)  # fmt: skip
-    np.testing.assert_allclose(EntropyStrategy(aggregate=aggregate).score(ctx), expected, atol=1e-6)
+    ctx = SelectionContext(strategy="entropy", needs=frozenset({"predictions"}), dataset=None,  # type: ignore[arg-type]
+                           unlabeled=np.arange(3), labeled=np.arange(0), seed=0, cycle=0, rng=np.random.default_rng(0),
+                           inputs={"predictions": preds})  # fmt: skip
+    np.testing.assert_allclose(
+        EntropyStrategy(EntropyStrategy.Options(aggregate=aggregate)).score(ctx), expected, atol=1e-6
+    )
 
 
 def test_k_center_greedy_picks_far_points_first():

@@ -10,7 +10,10 @@ import torch
 
 from mgral.config import DetectorConfig, SemiConfig
 from mgral.detectors.detector import Detector
-from mgral.training.semi_supervised import isd_losses, ramp_weight, sed_cls_loss, sed_reg_loss
+from mgral.training import engine
+from mgral.training.engine import fit
+from mgral.training.semi_supervised import isd_losses, ramp_weight, sed_cls_loss, sed_reg_loss, semi_objective
+from mgral.utils import safe_torch_load
 from tests.conftest import TINY_TRAIN
 
 BG = torch.tensor([0.9, 0.05, 0.05])  # background wins
@@ -90,16 +93,75 @@ def test_sed_losses():
 
 
 @pytest.mark.parametrize("name, method", [("tiny_ssd", "isd"), ("tiny_retinanet", "sed")])
-def test_semi_supervised_trainers_run(shapes, name, method, tmp_path):
-    det = Detector(DetectorConfig(name=name, image_size=64, width=16), shapes.num_classes, seed=0)
-    semi = replace(SemiConfig(), unlabeled_batch=4, rampup=0.0)
-    cfg = replace(TINY_TRAIN, iterations=6, checkpoint_every=3)
-    before = [p.detach().clone() for p in det.model.parameters()]
-    stats = det.fit_semi(shapes, np.arange(8), np.arange(8, 48), cfg, semi, seed=0, progress=False)
+def test_semi_supervised_trainers_learn_from_the_unlabeled_images(shapes, name, method):
+    """Same labeled batches, same start: with the unsupervised loss the weights end elsewhere than without
+    it, and the unsupervised terms were really computed (non-zero)."""
+    cfg = replace(TINY_TRAIN, iterations=6)
+    semi = replace(SemiConfig(), unlabeled_batch=4, rampup=0.0, rampdown=0.0)
+    dcfg = DetectorConfig(name=name, image_size=64, width=16)
+    with_u, without_u = Detector(dcfg, shapes.num_classes, seed=0), Detector(dcfg, shapes.num_classes, seed=0)
+    objective = semi_objective(with_u, shapes, np.arange(8), np.arange(8, 48), semi, seed=0)
+    assert objective.name == method
+    seen = {}
+    real = type(objective).unsupervised
+
+    def spy(self, x, it, weight):
+        out = real(self, x, it, weight)
+        seen[it] = {k: float(v.detach()) for k, v in out.items()}
+        return out
+
+    type(objective).unsupervised = spy
+    try:
+        stats = fit(with_u, objective, cfg, progress=False)
+    finally:
+        type(objective).unsupervised = real
+    fit(without_u, semi_objective(without_u, shapes, np.arange(8), np.arange(8, 48), replace(semi, weight=0.0), seed=0),
+        cfg, progress=False)  # fmt: skip
     assert np.isfinite(stats["final_loss"])
-    assert any(not torch.equal(a, b) for a, b in zip(before, det.model.parameters()))
+    assert len(seen) == 5 and any(v > 0 for d in seen.values() for v in d.values())  # it 0 has ramp weight 0
+    assert any(not torch.equal(a, b) for a, b in zip(with_u.model.state_dict().values(),
+                                                     without_u.model.state_dict().values()))  # fmt: skip
     wrong = "sed" if method == "isd" else "isd"
     with pytest.raises(ValueError, match="needs a"):
-        det.fit_semi(
-            shapes, np.arange(8), np.arange(8, 48), cfg, replace(semi, method=wrong), seed=0, progress=False
-        )
+        semi_objective(with_u, shapes, np.arange(8), np.arange(8, 48), replace(semi, method=wrong), seed=0)
+
+
+def test_sed_teacher_resumes_exactly(shapes, tmp_path, monkeypatch):
+    """SED's EMA teacher is saved with the checkpoint: a run killed after a checkpoint and resumed ends
+    with the same student and the same teacher as an uninterrupted one."""
+    dcfg = DetectorConfig(name="tiny_retinanet", image_size=64, width=16)
+    cfg = replace(TINY_TRAIN, iterations=6, checkpoint_every=2)
+    semi = replace(SemiConfig(), unlabeled_batch=4, rampup=0.0, ema_decay=0.5)
+
+    def run(checkpoint=None):
+        det = Detector(dcfg, shapes.num_classes, seed=0)
+        obj = semi_objective(det, shapes, np.arange(8), np.arange(8, 48), semi, seed=3)
+        fit(det, obj, cfg, checkpoint=checkpoint, progress=False)
+        return det, obj
+
+    ref, ref_obj = run()
+    calls = {"n": 0}
+    real_save = engine.atomic_torch_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "state.pt")
+    monkeypatch.setattr(engine, "atomic_torch_save", real_save)
+    assert "teacher" in safe_torch_load(tmp_path / "state.pt")["objective"]
+    got, got_obj = run(tmp_path / "state.pt")
+    for a, b in zip(ref.model.state_dict().values(), got.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    teacher_a, teacher_b = ref_obj.teacher.state_dict(), got_obj.teacher.state_dict()
+    assert int(teacher_b["n_averaged"]) == 6
+    for k in teacher_a:
+        torch.testing.assert_close(teacher_a[k], teacher_b[k], rtol=0, atol=0)
+    # the teacher is an average, not a copy of the student
+    assert any(
+        not torch.equal(p, q) for p, q in zip(ref_obj.teacher.module.parameters(), ref.model.parameters())
+    )

@@ -85,13 +85,42 @@ class TrainSamples(Dataset):
         }
 
 
+def _epoch_slices(n: int, batch_size: int) -> int:
+    """Batches per epoch of ``n`` images: ``ceil(n / batch_size)``, except that a last batch of a single
+    image (which batch norm cannot train on) is merged into the one before it."""
+    per_epoch = max(1, int(np.ceil(n / batch_size)))
+    if batch_size > 1 and n > batch_size and n % batch_size == 1:
+        per_epoch -= 1
+    return per_epoch
+
+
+def _slice(order: np.ndarray, j: int, per_epoch: int, batch_size: int) -> np.ndarray:
+    stop = len(order) if j == per_epoch - 1 and len(order) > per_epoch * batch_size else (j + 1) * batch_size
+    return order[j * batch_size : stop]
+
+
 def batch_schedule(indices: Indices, batch_size: int, seed: int, iteration: int) -> list[int]:
     """The dataset indices of batch ``iteration``: epoch ``e`` is a permutation seeded by ``(seed, e)``."""
     idx = np.asarray(indices)
-    per_epoch = max(1, int(np.ceil(len(idx) / batch_size)))
+    per_epoch = _epoch_slices(len(idx), batch_size)
     epoch, j = divmod(iteration, per_epoch)
     perm = np.random.default_rng(derive_seed(seed, "epoch", epoch)).permutation(len(idx))
-    return idx[perm[j * batch_size : (j + 1) * batch_size]].tolist()
+    return idx[_slice(perm, j, per_epoch, batch_size)].tolist()
+
+
+def keyed_batch_schedule(indices: Indices, batch_size: int, seed: int, iteration: int) -> list[int]:
+    """Like :func:`batch_schedule`, but epoch ``e``'s order sorts the images by a random key of
+    ``(seed, e, image index)``: the randomness belongs to each image, not to its position in ``indices``.
+
+    Two sets that share most images then visit the shared ones in the same relative order (common random
+    numbers keyed by image), which :func:`batch_schedule` does not give: adding one image there reshuffles
+    every position."""
+    idx = np.asarray(indices)
+    per_epoch = _epoch_slices(len(idx), batch_size)
+    epoch, j = divmod(iteration, per_epoch)
+    keys = np.array([derive_seed(seed, "keyed-epoch", epoch, int(i)) for i in idx], np.int64)
+    order = np.lexsort((idx, keys))
+    return idx[_slice(order, j, per_epoch, batch_size)].tolist()
 
 
 class ScheduleSampler(Sampler):

@@ -1,1 +1,2 @@
-"""Detectors: torchvision models behind one interface (train, predict, embed)."""
+"""Detectors: torchvision models behind one interface (the forward in pieces, predictions, embeddings).
+They do not train themselves: :mod:`mgral.training` does."""

@@ -1,59 +1,37 @@
-"""One interface for every detector: train, predict (with class-probability vectors), embed.
+"""One interface over torchvision's SSD and RetinaNet: the model's pieces, predictions, embeddings.
 
-:class:`Detector` wraps a torchvision ``SSD`` (softmax classifier, background at index 0) or
-``RetinaNet`` (sigmoid classifier). Its own post-processing mirrors torchvision's (score threshold,
-per-class top-k, class-wise NMS, detections per image) but keeps, for every kept box, the anchor's whole
-class-probability vector, which uncertainty strategies need.
+:class:`Detector` is a model, not a trainer: it builds a registered torchvision ``SSD`` (softmax
+classifier, background at index 0) or ``RetinaNet`` (sigmoid classifier) and exposes its forward in
+pieces (transform, backbone features, head, anchors, losses) so that training objectives
+(:mod:`mgral.training`) and strategies can use them. Its post-processing mirrors torchvision's (score
+threshold, per-class top-k, class-wise NMS, detections per image) but keeps, for every kept box, the
+anchor's whole class-probability vector, which uncertainty strategies need; a test checks that boxes,
+scores and labels equal torchvision's own ``postprocess_detections``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD
-from torchvision.ops import batched_nms, clip_boxes_to_image
-from tqdm.auto import tqdm
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, roi_align
 
-from mgral.config import DetectorConfig, SemiConfig, TrainConfig
+from mgral.config import DetectorConfig
 from mgral.data.dataset import DetectionDataset, Indices
+from mgral.data.structures import EMBED_DIM, Inference, Prediction
 from mgral.data.torch_data import inference_loader
 from mgral.detectors.models import build_model
+from mgral.utils import atomic_torch_save, progress_bar, safe_torch_load
 
 log = logging.getLogger(__name__)
 
-EMBED_DIM = 256
-
-
-class Prediction(NamedTuple):
-    """Detections of one image, in original image pixels.
-
-    boxes (float32[K, 4]) in [x1, y1, x2, y2]; scores (float32[K]); labels (int64[K]) class indices
-    0..C-1; probs (float32[K, P]): the anchor's class distribution, P = C + 1 with background at column
-    0 for softmax models (SSD), P = C independent sigmoids for RetinaNet.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    probs: np.ndarray
-
-    @staticmethod
-    def empty(num_probs: int) -> Prediction:
-        return Prediction(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-            np.zeros((0, num_probs), np.float32),
-        )  # fmt: skip
-
-
-class Inference(NamedTuple):
-    predictions: list[Prediction] | None  # aligned with the indices asked for
-    embeddings: np.ndarray | None  # float32[N, 256]
+__all__ = ["EMBED_DIM", "Detector", "Inference", "Prediction"]
 
 
 def _per_class_topk(scores: torch.Tensor, classes: torch.Tensor, k: int) -> torch.Tensor:
@@ -67,9 +45,10 @@ def _per_class_topk(scores: torch.Tensor, classes: torch.Tensor, k: int) -> torc
 
 
 class Detector:
-    """A detection model with ``fit``, ``infer`` (predictions and/or embeddings) and state round-trips.
+    """A detection model: its pieces, predictions (with class-probability vectors), 256-d embeddings.
 
-    ``num_classes`` counts object classes only. ``seed`` fixes the initial weights.
+    ``num_classes`` counts object classes only (torchvision's background label is added internally).
+    ``seed`` fixes the initial weights. Training lives in :mod:`mgral.training`.
     """
 
     def __init__(
@@ -84,7 +63,7 @@ class Detector:
         if not isinstance(self.model, (SSD, RetinaNet)):
             raise TypeError("detectors must be torchvision SSD or RetinaNet modules")
         self.softmax = isinstance(self.model, SSD)
-        self._projection: torch.Tensor | None = None
+        self._projections: dict[int, torch.Tensor] = {}
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -94,94 +73,123 @@ class Detector:
         self.model.load_state_dict(state["model"])
 
     def save(self, path: str | Path) -> None:
-        from mgral.utils import atomic_torch_save
-
         atomic_torch_save(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        self.load_state_dict(safe_torch_load(path, self.device))
 
     @property
-    def _module(self) -> Any:
-        """The model, typed loosely: torchvision's detection attributes are not declared to type checkers."""
+    def module(self) -> Any:
+        """The torchvision model, typed loosely: its detection attributes are not declared to type checkers."""
         return self.model
 
     @property
     def num_probs(self) -> int:
+        """Columns of a detection's class-probability vector: C + 1 (softmax, background first) or C."""
         return self.num_classes + 1 if self.softmax else self.num_classes
 
-    # ----------------------------------------------------------------- training
-    def fit(
+    # ----------------------------------------------------------------- the forward, in pieces
+    def transform(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
+    ) -> tuple[ImageList, list[dict[str, torch.Tensor]] | None]:
+        """The model's own resize and normalisation (targets, in original pixels, are resized with it)."""
+        return self.module.transform(images, targets)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone feature maps ``[B, C_l, H_l, W_l]`` of a normalised batch, finest level first."""
+        feats = self.module.backbone(x)
+        if isinstance(feats, torch.Tensor):
+            return [feats]
+        return list(feats.values())
+
+    def head(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``cls_logits [B, A, P']`` and ``bbox_regression [B, A, 4]`` over all levels' anchors."""
+        return self.module.head(feats)
+
+    def anchors(self, image_list: ImageList, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.module.anchor_generator(image_list, feats)
+
+    def losses(
         self,
-        dataset: DetectionDataset,
-        indices: Indices,
-        train_cfg: TrainConfig,
-        *,
-        seed: int,
-        checkpoint: str | Path | None = None,
-        progress: bool = True,
-    ) -> dict[str, float]:
-        """Supervised training on ``dataset[indices]``; see :func:`mgral.training.supervised.train_supervised`."""
-        from mgral.training.supervised import train_supervised
+        targets: list[dict[str, torch.Tensor]],
+        head: dict[str, torch.Tensor],
+        anchors: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The model's training losses from head outputs (targets in the transformed image space)."""
+        m = self.module
+        if not self.softmax:
+            return m.compute_loss(targets, head, anchors)
+        matched = []
+        for anc, t in zip(anchors, targets):
+            if t["boxes"].numel() == 0:
+                matched.append(torch.full((anc.size(0),), -1, dtype=torch.int64, device=anc.device))
+            else:
+                matched.append(m.proposal_matcher(box_iou(t["boxes"], anc)))
+        return m.compute_loss(targets, head, anchors, matched)
 
-        return train_supervised(
-            self, dataset, indices, train_cfg, seed=seed, checkpoint=checkpoint, progress=progress
-        )
-
-    def fit_semi(
+    def losses_per_image(
         self,
-        dataset: DetectionDataset,
-        labeled: Indices,
-        unlabeled: Indices,
-        train_cfg: TrainConfig,
-        semi_cfg: SemiConfig,
-        *,
-        seed: int,
-        checkpoint: str | Path | None = None,
-        progress: bool = True,
-    ) -> dict[str, float]:
-        """Semi-supervised training (ISD or SED); see :mod:`mgral.training.semi_supervised`."""
-        from mgral.training.semi_supervised import train_semi_supervised
-
-        return train_semi_supervised(
-            self,
-            dataset,
-            labeled,
-            unlabeled,
-            train_cfg,
-            semi_cfg,
-            seed=seed,
-            checkpoint=checkpoint,
-            progress=progress,
-        )
+        targets: list[dict[str, torch.Tensor]],
+        head: dict[str, torch.Tensor],
+        anchors: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """The summed training loss of each image on its own: ``float[B]`` (what learning loss predicts)."""
+        out = []
+        for b in range(len(targets)):
+            one = {k: v[b : b + 1] for k, v in head.items()}
+            out.append(sum(self.losses([targets[b]], one, [anchors[b]]).values()))
+        return torch.stack(out)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- inference
-    def _features(self, images: list[torch.Tensor]) -> tuple[Any, list[torch.Tensor], list[tuple[int, int]]]:
-        m: Any = self.model
+    def _image_features(
+        self, images: list[torch.Tensor]
+    ) -> tuple[ImageList, list[torch.Tensor], list[tuple[int, int]]]:
         original = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-        image_list, _ = m.transform(images)
-        feats = m.backbone(image_list.tensors)
-        if isinstance(feats, torch.Tensor):
-            feats = OrderedDict([("0", feats)])
-        return image_list, list(feats.values()), original
+        image_list, _ = self.transform(images)
+        return image_list, self.features(image_list.tensors), original
 
-    def _embed(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """256-d image embedding: global-average-pooled feature maps, averaged over levels when they
-        all have 256 channels (FPN), else concatenated and mapped by a fixed Gaussian projection."""
-        pooled = [f.float().mean(dim=(2, 3)) for f in feats]
+    def _projection(self, dim: int, device: torch.device) -> torch.Tensor:
+        """A fixed Gaussian map ``R^dim -> R^256`` (seed 0), which preserves L2 distances in expectation."""
+        if dim not in self._projections:
+            g = torch.Generator().manual_seed(0)
+            self._projections[dim] = torch.randn(dim, EMBED_DIM, generator=g) / EMBED_DIM**0.5
+        return self._projections[dim].to(device)
+
+    def _reduce(self, pooled: list[torch.Tensor]) -> torch.Tensor:
+        """Per-level pooled vectors ``[N, C_l]`` -> ``[N, 256]``: averaged when every level has 256
+        channels (FPN), else concatenated and projected."""
         if all(p.shape[1] == EMBED_DIM for p in pooled):
             return torch.stack(pooled, 0).mean(0)
         cat = torch.cat(pooled, 1)
-        if self._projection is None or self._projection.shape[0] != cat.shape[1]:
-            g = torch.Generator().manual_seed(0)
-            proj = torch.randn(cat.shape[1], EMBED_DIM, generator=g) / EMBED_DIM**0.5
-            self._projection = proj.to(cat.device)
-        return cat @ self._projection
+        return cat @ self._projection(cat.shape[1], cat.device)
+
+    def embed_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """256-d image embedding: global-average-pooled feature maps (see :meth:`_reduce`)."""
+        return self._reduce([f.float().mean(dim=(2, 3)) for f in feats])
+
+    def instance_features(
+        self, feats: list[torch.Tensor], boxes: list[torch.Tensor], image_size: tuple[int, int]
+    ) -> list[torch.Tensor]:
+        """256-d feature of each box: the image embedding computed over the box instead of the whole
+        image (every level average-pooled inside the box with RoIAlign, then :meth:`_reduce`).
+
+        ``boxes[b]`` float[K_b, 4] in the transformed image space of size ``image_size`` (the padded batch)."""
+        counts = [len(b) for b in boxes]
+        if sum(counts) == 0:
+            return [torch.zeros(0, EMBED_DIM, device=feats[0].device) for _ in boxes]
+        pooled = []
+        for f in feats:
+            scale = f.shape[-1] / image_size[1]
+            r = roi_align(
+                f.float(), [b.float() for b in boxes], output_size=1, spatial_scale=scale, aligned=True
+            )
+            pooled.append(r.flatten(1))
+        return list(self._reduce(pooled).split(counts))
 
     def _postprocess_ssd(
         self, head: dict[str, torch.Tensor], anchors: list[torch.Tensor], sizes: list
     ) -> list[dict]:
-        m: Any = self.model
+        m = self.module
         out = []
         probs_all = torch.softmax(head["cls_logits"].float(), -1)
         for reg, probs, anc, size in zip(head["bbox_regression"], probs_all, anchors, sizes):
@@ -200,7 +208,7 @@ class Detector:
 
     def _postprocess_retinanet(self, head: dict[str, torch.Tensor], anchors: list[torch.Tensor],
                                feats: list[torch.Tensor], sizes: list) -> list[dict]:  # fmt: skip
-        m: Any = self.model
+        m = self.module
         hw = [f.shape[-2] * f.shape[-1] for f in feats]
         a_per_loc = head["cls_logits"].shape[1] // sum(hw)
         split = [n * a_per_loc for n in hw]
@@ -222,22 +230,112 @@ class Detector:
                 cand_s.append(s)
                 start += n
             a_idx, c_idx, scores = torch.cat(cand_a), torch.cat(cand_c), torch.cat(cand_s)
-            boxes = m.box_coder.decode_single(regs[a_idx], anc[a_idx])
-            boxes = clip_boxes_to_image(boxes, size)
+            boxes = clip_boxes_to_image(m.box_coder.decode_single(regs[a_idx], anc[a_idx]), size)
             keep = batched_nms(boxes, scores, c_idx, m.nms_thresh)[: m.detections_per_img]
-            out.append(
-                {
-                    "boxes": boxes[keep],
-                    "scores": scores[keep],
-                    "labels": c_idx[keep],
-                    "probs": probs[a_idx[keep]],
-                }
-            )
+            out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": c_idx[keep],
+                        "probs": probs[a_idx[keep]]})  # fmt: skip
         return out
 
-    # ----------------------------------------------------------------- head-level access
-    # The MGRAL reward fine-tunes only the detection head on cached backbone features; these helpers
-    # split torchvision's forward into backbone features and head losses/predictions.
+    def postprocess(
+        self,
+        head: dict[str, torch.Tensor],
+        anchors: list[torch.Tensor],
+        image_list: ImageList,
+        feats: list[torch.Tensor],
+        original: list[tuple[int, int]],
+        *,
+        instance_features: bool = False,
+    ) -> list[Prediction]:
+        """Head outputs -> :class:`Prediction` per image, in original pixels."""
+        if self.softmax:
+            dets = self._postprocess_ssd(head, anchors, image_list.image_sizes)
+        else:
+            dets = self._postprocess_retinanet(head, anchors, feats, image_list.image_sizes)
+        inst: list[torch.Tensor | None] = [None] * len(dets)
+        if instance_features:
+            padded = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
+            inst = list(self.instance_features(feats, [d["boxes"] for d in dets], padded))
+        dets = self.module.transform.postprocess(dets, image_list.image_sizes, original)
+        return [
+            Prediction(
+                d["boxes"].cpu().numpy().astype(np.float32),
+                d["scores"].cpu().numpy().astype(np.float32),
+                d["labels"].cpu().numpy().astype(np.int64),
+                d["probs"].cpu().numpy().astype(np.float32),
+                None if f is None else f.cpu().numpy().astype(np.float32),
+            )  # fmt: skip
+            for d, f in zip(dets, inst)
+        ]
+
+    @torch.no_grad()
+    def infer_batch(
+        self, images: list[torch.Tensor], *, predictions: bool = True, embeddings: bool = False,
+        instance_features: bool = False,
+    ) -> tuple[list[Prediction] | None, torch.Tensor | None]:  # fmt: skip
+        """Predictions and/or embeddings of a list of ``float32[3, H, W]`` images in ``[0, 1]``."""
+        self.model.eval()
+        images = [im.to(self.device) for im in images]
+        image_list, feats, original = self._image_features(images)
+        emb = self.embed_features(feats) if embeddings else None
+        preds = None
+        if predictions:
+            head = self.head(feats)
+            anchors = self.anchors(image_list, feats)
+            preds = self.postprocess(
+                head, anchors, image_list, feats, original, instance_features=instance_features
+            )
+        return preds, emb
+
+    def infer(
+        self,
+        dataset: DetectionDataset,
+        indices: Indices,
+        *,
+        predictions: bool = True,
+        embeddings: bool = False,
+        instance_features: bool = False,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        progress: bool = True,
+        desc: str = "infer",
+    ) -> Inference:
+        """Run the detector over ``dataset[indices]`` in one pass."""
+        preds: list[Prediction] = []
+        embs: list[np.ndarray] = []
+        loader = inference_loader(dataset, indices, batch_size, num_workers)
+        with progress_bar(total=len(loader), desc=desc, enabled=progress, unit="batch") as bar:
+            for images in loader:
+                p, e = self.infer_batch(
+                    images,
+                    predictions=predictions,
+                    embeddings=embeddings,
+                    instance_features=instance_features,
+                )
+                if p is not None:
+                    preds.extend(p)
+                if e is not None:
+                    embs.append(e.cpu().numpy().astype(np.float32))
+                bar.update(1)
+        emb = (
+            np.concatenate(embs, 0)
+            if embs
+            else (np.zeros((0, EMBED_DIM), np.float32) if embeddings else None)
+        )
+        return Inference(preds if predictions else None, emb)
+
+    def predict(self, dataset: DetectionDataset, indices: Indices, **kw: Any) -> list[Prediction]:
+        out = self.infer(dataset, indices, predictions=True, embeddings=False, **kw).predictions
+        assert out is not None
+        return out
+
+    def embed(self, dataset: DetectionDataset, indices: Indices, **kw: Any) -> np.ndarray:
+        out = self.infer(dataset, indices, predictions=False, embeddings=True, **kw).embeddings
+        assert out is not None
+        return out
+
+    # ----------------------------------------------------------------- cached backbone features
+    # Training only the head on cached features (the MGRAL proxy's cheap mode) needs the forward split at
+    # the backbone: features per image, then head losses / predictions from a stack of cached features.
     @torch.no_grad()
     def backbone_features(
         self, images: list[torch.Tensor]
@@ -245,15 +343,14 @@ class Detector:
         """Per image: its feature maps (``[C_l, H_l, W_l]`` per level), its size after the model's
         transform, and its original size."""
         self.model.eval()
-        image_list, feats, original = self._features([im.to(self.device) for im in images])
+        image_list, feats, original = self._image_features([im.to(self.device) for im in images])
         per_image = [[f[b] for f in feats] for b in range(len(images))]
         return per_image, [tuple(s) for s in image_list.image_sizes], original
 
-    def _stack(
+    def stack_features(
         self, feats: list[list[torch.Tensor]], sizes: list[tuple[int, int]]
-    ) -> tuple[Any, list[torch.Tensor]]:
-        from torchvision.models.detection.image_list import ImageList
-
+    ) -> tuple[ImageList, list[torch.Tensor]]:
+        """Cached per-image features -> a batch (zero-padded to the largest map per level) and its ImageList."""
         levels = []
         for level in range(len(feats[0])):
             maps = [f[level] for f in feats]
@@ -279,100 +376,18 @@ class Detector:
             scale = torch.tensor(
                 [w / ow, h / oh, w / ow, h / oh], dtype=torch.float32, device=t["boxes"].device
             )
-            out.append({"boxes": t["boxes"] * scale, "labels": t["labels"]})
+            out.append({**t, "boxes": t["boxes"] * scale})
         return out
 
     def head_losses(self, feats: list[list[torch.Tensor]], sizes: list[tuple[int, int]],
                     targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:  # fmt: skip
-        """The model's training losses computed from cached features (targets in transformed space)."""
-        from torchvision.ops import box_iou
-
-        m = self._module
-        image_list, levels = self._stack(feats, sizes)
-        head = m.head(levels)
-        anchors = m.anchor_generator(image_list, levels)
-        if not self.softmax:
-            return m.compute_loss(targets, head, anchors)
-        matched = []
-        for anc, t in zip(anchors, targets):
-            if t["boxes"].numel() == 0:
-                matched.append(torch.full((anc.size(0),), -1, dtype=torch.int64, device=anc.device))
-            else:
-                matched.append(m.proposal_matcher(box_iou(t["boxes"], anc)))
-        return m.compute_loss(targets, head, anchors, matched)
+        """The model's training losses from cached features (targets in the transformed space)."""
+        image_list, levels = self.stack_features(feats, sizes)
+        return self.losses(targets, self.head(levels), self.anchors(image_list, levels))
 
     @torch.no_grad()
     def predict_from_features(self, feats: list[list[torch.Tensor]], sizes: list[tuple[int, int]],
                               original: list[tuple[int, int]]) -> list[Prediction]:  # fmt: skip
-        image_list, levels = self._stack(feats, sizes)
-        return self._predict(image_list, levels, original)
-
-    def _predict(
-        self, image_list: Any, feats: list[torch.Tensor], original: list[tuple[int, int]]
-    ) -> list[Prediction]:
-        head = self._module.head(feats)
-        anchors = self._module.anchor_generator(image_list, feats)
-        if self.softmax:
-            dets = self._postprocess_ssd(head, anchors, image_list.image_sizes)
-        else:
-            dets = self._postprocess_retinanet(head, anchors, feats, image_list.image_sizes)
-        dets = self._module.transform.postprocess(dets, image_list.image_sizes, original)
-        return [
-            Prediction(
-                d["boxes"].cpu().numpy().astype(np.float32),
-                d["scores"].cpu().numpy().astype(np.float32),
-                d["labels"].cpu().numpy().astype(np.int64),
-                d["probs"].cpu().numpy().astype(np.float32),
-            )  # fmt: skip
-            for d in dets
-        ]
-
-    @torch.no_grad()
-    def infer_batch(self, images: list[torch.Tensor], *, predictions: bool = True, embeddings: bool = False
-                    ) -> tuple[list[Prediction] | None, torch.Tensor | None]:  # fmt: skip
-        """Predictions and/or embeddings of a list of ``float32[3, H, W]`` images in ``[0, 1]``."""
-        self.model.eval()
-        images = [im.to(self.device) for im in images]
-        image_list, feats, original = self._features(images)
-        emb = self._embed(feats) if embeddings else None
-        preds = self._predict(image_list, feats, original) if predictions else None
-        return preds, emb
-
-    def infer(
-        self,
-        dataset: DetectionDataset,
-        indices: Indices,
-        *,
-        predictions: bool = True,
-        embeddings: bool = False,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        progress: bool = True,
-        desc: str = "infer",
-    ) -> Inference:
-        """Run the detector over ``dataset[indices]`` in one pass."""
-        preds: list[Prediction] = []
-        embs: list[np.ndarray] = []
-        loader = inference_loader(dataset, indices, batch_size, num_workers)
-        for images in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-            p, e = self.infer_batch(images, predictions=predictions, embeddings=embeddings)
-            if p is not None:
-                preds.extend(p)
-            if e is not None:
-                embs.append(e.cpu().numpy().astype(np.float32))
-        emb = (
-            np.concatenate(embs, 0)
-            if embs
-            else (np.zeros((0, EMBED_DIM), np.float32) if embeddings else None)
-        )
-        return Inference(preds if predictions else None, emb)
-
-    def predict(self, dataset: DetectionDataset, indices: Indices, **kw: Any) -> list[Prediction]:
-        out = self.infer(dataset, indices, predictions=True, embeddings=False, **kw).predictions
-        assert out is not None
-        return out
-
-    def embed(self, dataset: DetectionDataset, indices: Indices, **kw: Any) -> np.ndarray:
-        out = self.infer(dataset, indices, predictions=False, embeddings=True, **kw).embeddings
-        assert out is not None
-        return out
+        image_list, levels = self.stack_features(feats, sizes)
+        head = self.head(levels)
+        return self.postprocess(head, self.anchors(image_list, levels), image_list, levels, original)

@@ -20,25 +20,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mgral.config import RunConfig, config_from_yaml_text, save_config, to_dict
-from mgral.data.dataset import DetectionDataset
 from mgral.data.pool import Pool
 from mgral.data.sources import load_run_data
 from mgral.detectors.detector import Detector
 from mgral.errors import InputError
+from mgral.loop.context import build_context
 from mgral.loop.store import RESULT_COLUMNS, RunStore
 from mgral.metrics.evaluate import evaluate_predictions
 from mgral.strategies.base import (
-    SelectionContext,
     Strategy,
+    StrategyState,
     build_strategy,
     expand_strategy_names,
     pool_view,
-    strategy_inputs,
+    validate_strategy_params,
 )
-from mgral.utils import atomic_torch_save, atomic_write_text, derive_seed, resolve_device, rng_for, timer
+from mgral.training.engine import Objective, fit
+from mgral.training.supervised import Supervised
+from mgral.utils import (
+    atomic_torch_save,
+    atomic_write_text,
+    derive_seed,
+    resolve_device,
+    rng_for,
+    safe_torch_load,
+    timer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,7 @@ class ActiveLearningRun:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = cfg.progress if progress is None else progress
+        validate_strategy_params(cfg)
         self.strategy_names = expand_strategy_names(cfg.loop.strategies)
         self.device = resolve_device(cfg.device)
 
@@ -123,9 +133,13 @@ class ActiveLearningRun:
         initial, _ = self.sizes()
         return Pool.random_initial(len(self.pool_ds), initial, rng_for(seed, "initial"))
 
-    def _ckpt_path(self, name: str, seed: int, cycle: int) -> Path:
-        shared = cycle == 0
-        who = "shared" if shared else name
+    def _ckpt_path(self, name: str, seed: int, cycle: int, objective: str = "supervised") -> Path:
+        """Cycle 0 is trained once per seed and training objective and shared by the strategies using it."""
+        who = (
+            (name if cycle else "shared")
+            if objective == "supervised"
+            else (name if cycle else f"shared-{objective}")
+        )
         return self.run_dir / "checkpoints" / f"seed{seed}" / who / f"cycle{cycle}.pt"
 
     def _run_strategy(self, name: str, seed: int) -> None:
@@ -133,7 +147,7 @@ class ActiveLearningRun:
         _, budget = self.sizes()
         pool = self.initial_pool(seed)
         strategy = build_strategy(name, cfg.strategy_params.get(name))
-        state_scope = f"strategy/{name}/seed{seed}"
+        state = StrategyState(self.store, f"strategy/{name}/seed{seed}")
         for cycle in range(cfg.loop.cycles):
             if cycle > 0:
                 picked = self.store.selection(name, seed, cycle - 1)
@@ -143,8 +157,7 @@ class ActiveLearningRun:
             row = self.store.cycle_row(name, seed, cycle)
             if row is not None and (last or self.store.selection(name, seed, cycle) is not None):
                 continue
-            labeled = pool.labeled
-            detector, train_stats = self._train(name, seed, cycle, labeled)
+            detector, objective, train_stats = self._train(strategy, name, seed, cycle, pool)
             if row is None:
                 with timer() as t_eval:
                     idx = np.arange(len(self.test_ds))
@@ -154,74 +167,64 @@ class ActiveLearningRun:
                     )  # fmt: skip
                     value, metrics = evaluate_predictions(self.test_ds, idx, preds, cfg.loop.metric)
                 self.store.record_cycle(
-                    name, seed, cycle, n_labeled=len(labeled), map_value=value, metrics=metrics,
+                    name, seed, cycle, n_labeled=len(pool.labeled), map_value=value, metrics=metrics,
                     train_s=train_stats["seconds"], infer_s=None, eval_s=t_eval["s"],
                     train_loss=train_stats.get("final_loss"),
                 )  # fmt: skip
                 log.info(
                     "[%s seed %d] cycle %d/%d: %d labeled, %s %.4f (train %.1fs, eval %.1fs)", name, seed, cycle + 1,
-                    cfg.loop.cycles, len(labeled), cfg.loop.metric, value, train_stats["seconds"], t_eval["s"],
+                    cfg.loop.cycles, len(pool.labeled), cfg.loop.metric, value, train_stats["seconds"], t_eval["s"],
                 )  # fmt: skip
                 self.write_results()
             if not last:
-                self._select(strategy, name, seed, cycle, pool, detector, budget, state_scope)
+                self._select(strategy, name, seed, cycle, pool, detector, objective, budget, state)
                 if not (self.cfg.loop.keep_checkpoints or self.cfg.loop.warm_start) and cycle > 0:
-                    self._ckpt_path(name, seed, cycle).unlink(missing_ok=True)
+                    self._ckpt_path(name, seed, cycle, objective.name if objective else "supervised").unlink(
+                        missing_ok=True
+                    )
 
     def _train(
-        self, name: str, seed: int, cycle: int, labeled: np.ndarray
-    ) -> tuple[Detector, dict[str, float]]:
+        self, strategy: Strategy, name: str, seed: int, cycle: int, pool: Pool
+    ) -> tuple[Detector, Objective | None, dict[str, float]]:
+        """The cycle's detector (trained, or loaded when its checkpoint exists) and the strategy's own
+        objective with its trained modules (``None`` for supervised training)."""
         cfg = self.cfg
-        path = self._ckpt_path(name, seed, cycle)
+        labeled = pool.labeled
+        view = pool_view(self.pool_ds, pool)
+        train_seed = derive_seed(seed, "train", cycle)
+        own = strategy.training_objective(view, labeled, pool.unlabeled, cfg.train, seed=train_seed)
+        objective: Objective = own if own is not None else Supervised(view, labeled, seed=train_seed,
+                                                                      augment=cfg.train.augment)  # fmt: skip
+        path = self._ckpt_path(name, seed, cycle, objective.name)
         detector = Detector(
             cfg.detector, self.pool_ds.num_classes, seed=derive_seed(seed, "init"), device=self.device
         )
         if path.is_file():
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = safe_torch_load(path, self.device)
             detector.load_state_dict(state["detector"])
-            return detector, state["train_stats"]
+            objective.bind(detector)
+            for k, mod in objective.modules().items():
+                mod.load_state_dict(state["objective"][k])
+            return detector, own, state["train_stats"]
         if cfg.loop.warm_start and cycle > 0:
-            prev = self._ckpt_path(name, seed, cycle - 1)
-            detector.load_state_dict(
-                torch.load(prev, map_location=self.device, weights_only=False)["detector"]
-            )
+            prev = self._ckpt_path(name, seed, cycle - 1, objective.name)
+            detector.load_state_dict(safe_torch_load(prev, self.device)["detector"])
         log.info("[%s seed %d] cycle %d: training on %d labeled images", name, seed, cycle + 1, len(labeled))
-        stats = detector.fit(
-            pool_view(self.pool_ds, Pool.with_initial(len(self.pool_ds), labeled)), labeled, cfg.train,
-            seed=derive_seed(seed, "train", cycle), checkpoint=path.with_suffix(".train-state"), progress=self.progress,
-        )  # fmt: skip
-        atomic_torch_save({"detector": detector.state_dict(), "train_stats": stats}, path)
-        return detector, stats
-
-    def context(self, name: str, seed: int, cycle: int, pool: Pool, detector: Detector, needs: frozenset[str],
-                view: DetectionDataset) -> tuple[SelectionContext, float]:  # fmt: skip
-        """Compute what a strategy needs (one inference pass) and wrap it in a context; returns (ctx, seconds)."""
-        cfg = self.cfg
-        unlabeled, labeled = pool.unlabeled, pool.labeled
-        kw: dict[str, Any] = {
-            "batch_size": cfg.train.eval_batch_size,
-            "num_workers": cfg.train.num_workers,
-            "progress": self.progress,
-        }
-        with timer() as t:
-            preds, emb_u, emb_l = strategy_inputs(detector, view, unlabeled, labeled, needs, **kw)
-        ctx = SelectionContext(
-            dataset=view, pool=pool, cycle=cycle, rng=rng_for(seed, name, "select", cycle), unlabeled=unlabeled,
-            labeled=labeled, predictions=preds, embeddings_unlabeled=emb_u, embeddings_labeled=emb_l,
-            detector=detector, config=cfg, workdir=self.run_dir / "strategies" / name / f"seed{seed}" / f"cycle{cycle}",
-            progress=self.progress, extras={"store": self.store, "seed": seed},
-        )  # fmt: skip
-        if "oracle" in needs:  # an explicitly named ablation: the pool's ground truth, simulation only
-            ctx.extras["oracle_dataset"] = self.pool_ds
-        return ctx, t["s"]
+        stats = fit(detector, objective, cfg.train, checkpoint=path.with_suffix(".train-state"),
+                    progress=self.progress, desc="train" if own is None else f"train-{objective.name}")  # fmt: skip
+        atomic_torch_save({"detector": detector.state_dict(), "train_stats": stats,
+                           "objective": {k: m.state_dict() for k, m in objective.modules().items()}}, path)  # fmt: skip
+        return detector, own, stats
 
     def _select(self, strategy: Strategy, name: str, seed: int, cycle: int, pool: Pool, detector: Detector,
-                budget: int, state_scope: str) -> None:  # fmt: skip
+                objective: Objective | None, budget: int, state: StrategyState) -> None:  # fmt: skip
         view = pool_view(self.pool_ds, pool)
-        blob = self.store.get(state_scope, "state")
-        if blob is not None:
-            strategy.load_state_dict(torch.load(io.BytesIO(blob), weights_only=False))
-        ctx, infer_s = self.context(name, seed, cycle, pool, detector, strategy.needs, view)
+        ctx, infer_s = build_context(
+            strategy, name, cfg=self.cfg, detector=detector, view=view, unlabeled=pool.unlabeled, labeled=pool.labeled,
+            seed=seed, cycle=cycle, state=state, progress=self.progress, objective=objective,
+            workdir=self.run_dir / "strategies" / name / f"seed{seed}" / f"cycle{cycle}",
+            oracle=self.pool_ds if "oracle" in strategy.needs else None,
+        )  # fmt: skip
         with timer() as t:
             sel = strategy.select(ctx, budget)
         picked = np.asarray(sel.indices, np.int64)
@@ -234,11 +237,6 @@ class ActiveLearningRun:
                 f"strategy {name} broke the protocol: {len(picked)} picks for a budget of {budget}"
             )
         image_ids = [self.pool_ds[int(i)].image_id for i in picked]
-        state = strategy.state_dict()
-        if state:
-            buf = io.BytesIO()
-            torch.save(state, buf)
-            self.store.put(state_scope, "state", buf.getvalue())
         self.store.record_selection(
             name, seed, cycle, picked.tolist(), image_ids, np.asarray(sel.scores, float).tolist(),
             infer_s=infer_s, select_s=t["s"], info=sel.info,

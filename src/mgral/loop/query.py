@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 
 from mgral.config import RunConfig
-from mgral.data.dataset import DetectionDataset
 from mgral.data.formats import read_dataset
 from mgral.data.pool import Pool
 from mgral.detectors.detector import Detector
 from mgral.errors import InputError
-from mgral.strategies.base import SelectionContext, build_strategy, pool_view, strategy_inputs
-from mgral.utils import atomic_write_json, atomic_write_text, derive_seed, resolve_device, rng_for, timer
+from mgral.loop.context import build_context
+from mgral.strategies.base import StrategyState, build_strategy, pool_view, validate_strategy_params
+from mgral.training.engine import Objective, fit
+from mgral.training.supervised import Supervised
+from mgral.utils import atomic_write_json, atomic_write_text, derive_seed, resolve_device, timer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ def query(
     name per line). Returns the JSON document.
     """
     out = Path(out)
+    validate_strategy_params(cfg)
     strat = build_strategy(strategy, cfg.strategy_params.get(strategy))
     if "oracle" in strat.needs:
         raise InputError(
@@ -64,32 +67,24 @@ def query(
     if len(unlabeled) == 0:
         raise InputError(data, "every image is already annotated: nothing to select")
     b = parse_budget(budget, len(unlabeled))
-    if "oracle" in strat.needs:
-        raise InputError(
-            f"strategy_params.{strategy}",
-            "the oracle reward needs ground truth of unlabeled images; use it in simulation runs only",
-        )
     device = resolve_device(cfg.device)
     pool = Pool.with_initial(len(ds), labeled)
+    view = pool_view(ds, pool)
     detector = Detector(cfg.detector, ds.num_classes, seed=derive_seed(seed, "init"), device=device)
+    train_seed = derive_seed(seed, "train", 0)
+    own = strat.training_objective(view, labeled, unlabeled, cfg.train, seed=train_seed)
+    objective: Objective = (
+        own if own is not None else Supervised(view, labeled, seed=train_seed, augment=cfg.train.augment)
+    )
     log.info(
         "training %s on %d annotated images (%d unannotated)", cfg.detector.name, len(labeled), len(unlabeled)
     )
     with timer() as t_train:
-        detector.fit(ds, labeled, cfg.train, seed=derive_seed(seed, "train", 0), progress=cfg.progress)
-    view: DetectionDataset = pool_view(ds, pool)
-    kw: dict[str, Any] = {
-        "batch_size": cfg.train.eval_batch_size,
-        "num_workers": cfg.train.num_workers,
-        "progress": cfg.progress,
-    }
-    with timer() as t_infer:
-        preds, emb_u, emb_l = strategy_inputs(detector, view, unlabeled, labeled, strat.needs, **kw)
-    ctx = SelectionContext(
-        dataset=view, pool=pool, cycle=0, rng=rng_for(seed, strategy, "select", 0), unlabeled=unlabeled,
-        labeled=labeled, predictions=preds, embeddings_unlabeled=emb_u, embeddings_labeled=emb_l, detector=detector,
-        config=cfg, workdir=Path(workdir) if workdir else out.parent / f".{out.stem}-work", progress=cfg.progress,
-        extras={"seed": seed},  # no run store: a search is not resumable in query mode
+        fit(detector, objective, cfg.train, progress=cfg.progress, desc="train")
+    ctx, infer_s = build_context(
+        strat, strategy, cfg=cfg, detector=detector, view=view, unlabeled=unlabeled, labeled=labeled, seed=seed,
+        cycle=0, state=StrategyState(), progress=cfg.progress, objective=own,
+        workdir=Path(workdir) if workdir else out.parent / f".{out.stem}-work",
     )  # fmt: skip
     with timer() as t_select:
         sel = strat.select(ctx, b)
@@ -105,7 +100,7 @@ def query(
     doc = {
         "dataset": str(data), "strategy": strategy, "budget": b, "seed": seed, "n_labeled": int(len(labeled)),
         "n_unlabeled": int(len(unlabeled)), "detector": cfg.detector.name,
-        "seconds": {"train": t_train["s"], "infer": t_infer["s"], "select": t_select["s"]}, "selected": picks,
+        "seconds": {"train": t_train["s"], "infer": infer_s, "select": t_select["s"]}, "selected": picks,
     }  # fmt: skip
     atomic_write_text(out.with_suffix(".txt"), "".join(f"{p['file_name']}\n" for p in picks))
     atomic_write_json(out, doc)

@@ -151,6 +151,10 @@ class RunStore:
         row = self.db.execute("SELECT value FROM kv WHERE scope=? AND key=?", (scope, key)).fetchone()
         return None if row is None else row[0]
 
+    def delete(self, scope: str, key: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM kv WHERE scope=? AND key=?", (scope, key))
+
     def keys(self, scope: str) -> list[str]:
         return [
             r[0]

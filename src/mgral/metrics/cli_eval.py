@@ -9,7 +9,7 @@ import numpy as np
 
 from mgral.data.coco import coco_dict, load_json
 from mgral.data.formats import read_dataset
-from mgral.detectors.detector import Prediction
+from mgral.data.structures import Prediction
 from mgral.errors import InputError
 from mgral.metrics.coco import evaluate_coco
 from mgral.metrics.voc import evaluate_voc_dataset

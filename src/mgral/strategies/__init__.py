@@ -8,6 +8,7 @@ from mgral.strategies.base import (
     Selection,
     SelectionContext,
     Strategy,
+    StrategyState,
     available_strategies,
     build_strategy,
     register_strategy,
@@ -15,6 +16,6 @@ from mgral.strategies.base import (
 from mgral.strategies.rl import agent  # noqa: F401
 
 __all__ = [
-    "STRATEGIES", "ScoringStrategy", "Selection", "SelectionContext", "Strategy", "available_strategies",
-    "build_strategy", "register_strategy",
+    "STRATEGIES", "ScoringStrategy", "Selection", "SelectionContext", "Strategy", "StrategyState",
+    "available_strategies", "build_strategy", "register_strategy",
 ]  # fmt: skip

@@ -47,9 +47,7 @@ class CoresetStrategy(Strategy):
     needs = frozenset({"embeddings"})
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
-        assert ctx.embeddings_unlabeled is not None and ctx.embeddings_labeled is not None
-        device = ctx.detector.device if ctx.detector is not None else "cpu"
         picks, dists = k_center_greedy(
-            ctx.embeddings_unlabeled, ctx.embeddings_labeled, budget, ctx.rng, device=device
+            ctx.embeddings_unlabeled, ctx.embeddings_labeled, budget, ctx.rng, device=ctx.device
         )
         return Selection(ctx.unlabeled[picks], dists)

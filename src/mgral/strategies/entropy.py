@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from mgral.strategies.base import ScoringStrategy, SelectionContext, register_strategy
-
-AGGREGATES = ("mean", "sum", "max")
 
 
 def box_entropy(probs: np.ndarray, softmax: bool) -> np.ndarray:
@@ -30,20 +31,16 @@ class EntropyStrategy(ScoringStrategy):
     name = "entropy"
     needs = frozenset({"predictions"})
 
-    def __init__(self, *, aggregate: str = "mean", min_score: float = 0.0) -> None:
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
-        self.aggregate = aggregate
-        self.min_score = float(min_score)
+    @dataclass(frozen=True)
+    class Options:
+        aggregate: Literal["mean", "sum", "max"] = "mean"  # how box entropies make an image's score
+        min_score: float = 0.0  # boxes scoring below this are ignored
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        assert ctx.predictions is not None
-        softmax = ctx.detector.softmax if ctx.detector is not None else True
+        opts = self.options
         out = np.zeros(len(ctx.predictions))
         for k, pred in enumerate(ctx.predictions):
-            keep = pred.scores >= self.min_score
-            if not keep.any():
-                continue
-            h = box_entropy(pred.probs[keep], softmax)
-            out[k] = getattr(np, self.aggregate)(h)
+            keep = pred.scores >= opts.min_score
+            if keep.any():
+                out[k] = getattr(np, opts.aggregate)(box_entropy(pred.probs[keep], ctx.softmax))
         return out

@@ -1,1 +1,2 @@
-"""Training: supervised (and, later, semi-supervised) trainers of detectors."""
+"""Training: one resumable engine (:mod:`.engine`) running objectives — supervised, semi-supervised (ISD,
+SED), head-only on cached features, and the strategies' own (learning loss, MI-AOD)."""

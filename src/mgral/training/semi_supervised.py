@@ -24,25 +24,25 @@ anchors the teacher scores above ``sed_reg_thresh``, weighted by the teacher's s
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-from collections.abc import Iterator, Sequence
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 from mgral.config import SemiConfig, TrainConfig
 from mgral.data.dataset import DetectionDataset, Indices
-from mgral.data.torch_data import TrainSamples, batch_schedule, collate
-from mgral.training.supervised import num_iterations, run_schedule
+from mgral.data.torch_data import TrainSamples, batch_schedule, collate, keyed_batch_schedule
+from mgral.detectors.detector import Detector
+from mgral.training.engine import Objective, fit, num_iterations
 from mgral.utils import derive_seed
-
-if TYPE_CHECKING:
-    from mgral.detectors.detector import Detector
 
 
 # ---------------------------------------------------------------------------------------------- common
@@ -58,14 +58,17 @@ def ramp_weight(it: int, total: int, rampup: float, rampdown: float) -> float:
     return 1.0
 
 
-def resolve_method(cfg: SemiConfig, softmax: bool) -> str:
-    if cfg.method == "auto":
+def resolve_method(method: str, softmax: bool) -> str:
+    """``auto`` is ISD for softmax (SSD-style) detectors and SED for sigmoid (RetinaNet-style) ones."""
+    if method == "auto":
         return "isd" if softmax else "sed"
-    if cfg.method == "isd" and not softmax:
+    if method == "isd" and not softmax:
         raise ValueError("ISD needs a softmax (SSD-style) detector")
-    if cfg.method == "sed" and softmax:
+    if method == "sed" and softmax:
         raise ValueError("SED needs a sigmoid (RetinaNet-style) detector with an FPN")
-    return cfg.method
+    if method not in ("isd", "sed"):
+        raise ValueError(f"unknown semi-supervised method {method!r}")
+    return method
 
 
 def _kl(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -153,27 +156,31 @@ def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
             bn.momentum = mom
 
 
-# ---------------------------------------------------------------------------------------------- trainer
-class _SemiSampler(Sampler):
-    """Per iteration: the labeled batch, then ``unlabeled_batch`` images of the unlabeled schedule."""
+# ---------------------------------------------------------------------------------------------- objectives
+SCHEDULES = {"epoch": batch_schedule, "keyed": keyed_batch_schedule}
 
-    def __init__(
-        self, labeled: Indices, unlabeled: Indices, bs: int, ubs: int, seed: int, start: int, stop: int
-    ) -> None:
+
+class _SemiSampler(Sampler):
+    """Per iteration: the labeled batch, then ``ubs`` images of the unlabeled schedule."""
+
+    def __init__(self, labeled: Indices, unlabeled: Indices, bs: int, ubs: int, seed: int, start: int, stop: int,
+                 schedule: str = "epoch") -> None:  # fmt: skip
         self.labeled, self.unlabeled, self.bs, self.ubs = labeled, unlabeled, bs, ubs
         self.seed, self.start, self.stop = seed, start, stop
+        self.unlabeled_batch = SCHEDULES[schedule]
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        useed = derive_seed(self.seed, "unlabeled")
         for it in range(self.start, self.stop):
-            lab = batch_schedule(self.labeled, self.bs, self.seed, it)
-            unl = batch_schedule(self.unlabeled, self.ubs, derive_seed(self.seed, "unlabeled"), it)
+            lab = batch_schedule(self.labeled, self.bs, self.seed, it) if len(self.labeled) else []
+            unl = self.unlabeled_batch(self.unlabeled, self.ubs, useed, it)
             if len(unl) < self.ubs:  # the last batch of an epoch: top up from the next epoch's order
-                unl = unl + batch_schedule(
-                    self.unlabeled, self.ubs, derive_seed(self.seed, "unlabeled"), it + 1
-                )
+                unl = unl + [
+                    i for i in self.unlabeled_batch(self.unlabeled, self.ubs, useed, it + 1) if i not in unl
+                ]
             unl = unl[: self.ubs - self.ubs % 2]
             yield [(it, p, i) for p, i in enumerate(lab)] + [
                 (it, self.bs + p, -1 - i) for p, i in enumerate(unl)
@@ -191,79 +198,120 @@ class _SemiSamples(TrainSamples):
         return img, None
 
 
-def train_semi_supervised(
-    detector: Detector,
-    dataset: DetectionDataset,
-    labeled: Indices,
-    unlabeled: Indices,
-    cfg: TrainConfig,
-    semi: SemiConfig,
-    *,
-    seed: int,
-    checkpoint: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Train ``detector`` on labeled and unlabeled images with ISD or SED (by ``semi.method``).
+def heads_of(model: Any, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Head outputs and backbone features of a torchvision SSD/RetinaNet on a normalised batch."""
+    feats = model.backbone(x)
+    feats = list(feats.values()) if isinstance(feats, dict) else [feats]
+    return model.head(feats), feats
 
-    Unlabeled images are only ever read as pixels: their annotations (if the dataset has any) are not used.
-    """
-    if len(labeled) == 0:
-        raise ValueError("no labeled images to train on")
-    if len(unlabeled) < 2:
-        raise ValueError("semi-supervised training needs at least two unlabeled images")
-    method = resolve_method(semi, detector.softmax)
-    total = num_iterations(cfg, len(labeled))
-    samples = _SemiSamples(dataset, cfg.augment, seed)
-    ubs = min(semi.unlabeled_batch, len(unlabeled) - len(unlabeled) % 2)
-    m: Any = detector.model
-    teacher: Any = None
-    if method == "sed":
-        teacher = copy.deepcopy(m)
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
 
-    def loader_for(start: int, stop: int) -> DataLoader:
-        sampler = _SemiSampler(labeled, unlabeled, cfg.batch_size, ubs, seed, start, stop)
-        return DataLoader(samples, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
-                          pin_memory=detector.device.type == "cuda")  # fmt: skip
+class SemiSupervised(Objective):
+    """Labeled images with their boxes (the detector's own loss) plus a consistency loss on unlabeled
+    images, weighted by ``semi.weight`` times ISD's ramp. Unlabeled images are only ever read as pixels.
 
-    def forward_heads(x: torch.Tensor, model: Any) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        feats = model.backbone(x)
-        feats = list(feats.values()) if isinstance(feats, dict) else [feats]
-        return model.head(feats), feats
+    ``unlabeled_schedule``: ``epoch`` (a permutation per pass, as for labeled images) or ``keyed``
+    (the order of each pass keyed by image: common random numbers across unlabeled sets, for the MGRAL
+    proxy). ``iterations`` overrides the count derived from the train config (``0``: derived)."""
 
-    def loss_fn(images: list[torch.Tensor], targets: list[Any], it: int) -> dict[str, torch.Tensor]:
+    def __init__(self, dataset: DetectionDataset, labeled: Indices, unlabeled: Indices, semi: SemiConfig, *,
+                 seed: int, augment: str = "flip", unlabeled_schedule: str = "epoch", iterations: int = 0) -> None:  # fmt: skip
+        if len(unlabeled) < 2:
+            raise ValueError("semi-supervised training needs at least two unlabeled images")
+        if unlabeled_schedule not in SCHEDULES:
+            raise ValueError(f"unknown unlabeled schedule {unlabeled_schedule!r}")
+        self.dataset, self.labeled, self.unlabeled, self.semi = dataset, labeled, unlabeled, semi
+        self.seed, self.augment, self.unlabeled_schedule, self.iterations = (
+            seed,
+            augment,
+            unlabeled_schedule,
+            iterations,
+        )
+        self.ubs = min(semi.unlabeled_batch, len(unlabeled) - len(unlabeled) % 2)
+
+    def total_iterations(self, cfg: TrainConfig) -> int:
+        return self.iterations or num_iterations(cfg, max(1, len(self.labeled)))
+
+    def batches(self, cfg: TrainConfig, start: int, stop: int) -> Iterable[Any]:
+        sampler = _SemiSampler(self.labeled, self.unlabeled, cfg.batch_size, self.ubs, self.seed, start, stop,
+                               self.unlabeled_schedule)  # fmt: skip
+        return DataLoader(_SemiSamples(self.dataset, self.augment, self.seed), batch_sampler=sampler,
+                          num_workers=cfg.num_workers, collate_fn=collate,
+                          pin_memory=self.detector.device.type == "cuda")  # fmt: skip
+
+    def loss(self, batch: Any, it: int, total: int) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        m = self.detector.module
         lab = [k for k, t in enumerate(targets) if t is not None]
         unl = [k for k, t in enumerate(targets) if t is None]
-        losses = dict(m([images[k] for k in lab], [targets[k] for k in lab]))
-        w = semi.weight * ramp_weight(it, total, semi.rampup, semi.rampdown)
+        losses: dict[str, torch.Tensor] = {}
+        if lab:
+            losses.update(m([images[k] for k in lab], [targets[k] for k in lab]))
+        w = self.semi.weight * ramp_weight(it, total, self.semi.rampup, self.semi.rampdown)
         if not unl or w == 0.0:
+            if not losses:  # nothing labeled and the ramp at zero: a zero loss that still has a graph
+                losses["zero"] = sum(p.sum() * 0.0 for p in m.parameters())  # type: ignore[assignment]
             return losses
         x = m.transform([images[k] for k in unl])[0].tensors
-        if method == "isd":
-            rng = np.random.default_rng(derive_seed(seed, "isd-lambda", it))
-            lam = float(rng.beta(semi.isd_beta, semi.isd_beta))
-            half = len(unl) // 2
-            x_flip = x.flip(-1)
-            x_partner = torch.cat([x_flip[half:], x_flip[:half]])
-            with frozen_bn_stats(m):
-                head, _ = forward_heads(torch.cat([x, x_partner, lam * x + (1 - lam) * x_partner]), m)
-            p = torch.softmax(head["cls_logits"], -1).chunk(3)
-            loc = head["bbox_regression"].chunk(3)
-            t1, t2 = isd_losses(p[0], p[1], p[2], loc[0], loc[1], loc[2], lam)
-            losses["isd_type1"] = w * semi.isd_type1 * t1
-            losses["isd_type2"] = w * t2
-            return losses
-        # SED
+        losses.update(self.unsupervised(x, it, w))
+        return losses
+
+    @abstractmethod
+    def unsupervised(self, x: torch.Tensor, it: int, weight: float) -> dict[str, torch.Tensor]:
+        """Named unsupervised losses of the normalised unlabeled batch ``x``, already times ``weight``."""
+
+
+class ISD(SemiSupervised):
+    """Interpolation-based semi-supervised detection (see the module docstring)."""
+
+    name = "isd"
+
+    def unsupervised(self, x: torch.Tensor, it: int, weight: float) -> dict[str, torch.Tensor]:
+        m = self.detector.module
+        rng = np.random.default_rng(derive_seed(self.seed, "isd-lambda", it))
+        lam = float(rng.beta(self.semi.isd_beta, self.semi.isd_beta))
+        half = len(x) // 2
+        x_flip = x.flip(-1)
+        x_partner = torch.cat([x_flip[half:], x_flip[:half]])
+        with frozen_bn_stats(m):
+            head, _ = heads_of(m, torch.cat([x, x_partner, lam * x + (1 - lam) * x_partner]))
+        p = torch.softmax(head["cls_logits"], -1).chunk(3)
+        loc = head["bbox_regression"].chunk(3)
+        t1, t2 = isd_losses(p[0], p[1], p[2], loc[0], loc[1], loc[2], lam)
+        return {"isd_type1": weight * self.semi.isd_type1 * t1, "isd_type2": weight * t2}
+
+
+class SED(SemiSupervised):
+    """Scale-equivalent distillation from an EMA teacher (see the module docstring). The teacher is a
+    :class:`torch.optim.swa_utils.AveragedModel` of the student, saved in checkpoints."""
+
+    name = "sed"
+    teacher: AveragedModel
+
+    def bind(self, detector: Detector) -> None:
+        super().bind(detector)
+        self.teacher = AveragedModel(detector.model, multi_avg_fn=get_ema_multi_avg_fn(self.semi.ema_decay))
+        self.teacher.requires_grad_(False)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"teacher": self.teacher}
+
+    def train_mode(self) -> None:
+        self.detector.model.train()
+        self.teacher.eval()
+
+    def after_step(self, it: int) -> None:
+        self.teacher.update_parameters(self.detector.model)
+
+    def unsupervised(self, x: torch.Tensor, it: int, weight: float) -> dict[str, torch.Tensor]:
+        m, semi = self.detector.module, self.semi
         with torch.no_grad():
-            t_head, t_feats = forward_heads(x, teacher)
+            t_head, t_feats = heads_of(self.teacher.module, x)
         t_cls = [torch.sigmoid(c) for c in _split_levels(t_head["cls_logits"], t_feats)]
         t_reg = _split_levels(t_head["bbox_regression"], t_feats)
         small = F.interpolate(x, scale_factor=semi.sed_scale, mode="bilinear", align_corners=False)
         with frozen_bn_stats(m):
-            s_head, s_feats = forward_heads(x, m)
-            r_head, r_feats = forward_heads(small, m)
+            s_head, s_feats = heads_of(m, x)
+            r_head, r_feats = heads_of(m, small)
         s_cls, s_reg = (
             _split_levels(s_head["cls_logits"], s_feats),
             _split_levels(s_head["bbox_regression"], s_feats),
@@ -287,21 +335,38 @@ def train_semi_supervised(
             sc, sr, tc, tr = sc[:, :h, :w_, :, 1:], sr[:, :h, :w_], tc[:, :h, :w_, :, 1:], tr[:, :h, :w_]
             cls_loss = cls_loss + sed_cls_loss(sc, tc, semi.sed_gamma, norm)
             reg_loss = reg_loss + sed_reg_loss(sr, tr, tc.max(-1).values, semi.sed_reg_thresh)
-        losses["sed_cls"] = w * cls_loss
-        losses["sed_reg"] = w * reg_loss
-        return losses
+        return {"sed_cls": weight * cls_loss, "sed_reg": weight * reg_loss}
 
-    def after_step(it: int) -> None:
-        if teacher is None:
-            return
-        with torch.no_grad():
-            d = semi.ema_decay if it > 0 else 0.0
-            for tp, sp in zip(teacher.parameters(), m.parameters()):
-                tp.mul_(d).add_(sp.detach(), alpha=1 - d)
-            for tb, sb in zip(teacher.buffers(), m.buffers()):
-                tb.copy_(sb)
 
-    return run_schedule(
-        detector, loader_for, loss_fn, cfg, total, checkpoint=checkpoint, progress=progress, desc=f"train-{method}",
-        extra_state={"teacher": teacher} if teacher is not None else None, after_step=after_step,
-    )  # fmt: skip
+METHODS: dict[str, type[SemiSupervised]] = {"isd": ISD, "sed": SED}
+
+
+def semi_objective(detector: Detector, dataset: DetectionDataset, labeled: Indices, unlabeled: Indices,
+                   semi: SemiConfig, *, seed: int, augment: str = "flip", **kw: Any) -> SemiSupervised:  # fmt: skip
+    """The semi-supervised objective for ``detector``: ``semi.method``, or by its classifier when ``auto``."""
+    cls = METHODS[resolve_method(semi.method, detector.softmax)]
+    return cls(dataset, labeled, unlabeled, semi, seed=seed, augment=augment, **kw)
+
+
+def train_semi_supervised(
+    detector: Detector,
+    dataset: DetectionDataset,
+    labeled: Indices,
+    unlabeled: Indices,
+    cfg: TrainConfig,
+    semi: SemiConfig,
+    *,
+    seed: int,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train ``detector`` on labeled and unlabeled images with ISD or SED (by ``semi.method``)."""
+    if len(labeled) == 0:
+        raise ValueError("no labeled images to train on")
+    objective = semi_objective(detector, dataset, labeled, unlabeled, semi, seed=seed, augment=cfg.augment)
+    return fit(
+        detector, objective, cfg, checkpoint=checkpoint, progress=progress, desc=f"train-{objective.name}"
+    )
+
+
+__all__ = ["ISD", "SED", "SemiSupervised", "semi_objective", "train_semi_supervised"]

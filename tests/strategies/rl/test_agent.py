@@ -1,4 +1,4 @@
-"""MGRAL in the loop: smoke run, resume during the search, leak-freedom, oracle ablation."""
+"""MGRAL in the loop: smoke run, resume during the search, leak-freedom, oracle ablation, and each option."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from mgral.config import load_config
 from mgral.errors import InputError
 from mgral.loop.active_loop import ActiveLearningRun
 from mgral.loop.store import RunStore
+from mgral.strategies.base import StrategyState
 from mgral.strategies.rl import reward as reward_mod
 
 FAST = ["strategy_params.mgral.iterations=6", "strategy_params.mgral.table_size=3", "strategy_params.mgral.proxy_steps=3",
@@ -22,11 +23,11 @@ def _cfg(*extra):
     )
 
 
-def _picks(run_dir):
+def _picks(run_dir, cycle=0):
     store = RunStore(run_dir / "store.sqlite")
     try:
         rows = [(r["cycle"], r["n_labeled"], r["map"]) for r in store.results()]
-        return store.selection("mgral", 0, 0), store.selection_info("mgral", 0, 0), rows
+        return store.selection("mgral", 0, cycle), store.selection_info("mgral", 0, cycle), rows
     finally:
         store.close()
 
@@ -34,7 +35,7 @@ def _picks(run_dir):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("mgral")
-    ActiveLearningRun(_cfg(), out).run()
+    ActiveLearningRun(_cfg("loop.cycles=3"), out).run()
     return out, _picks(out)
 
 
@@ -44,7 +45,36 @@ def test_mgral_smoke_run_records_both_batches(reference):
     assert info["final"] == "best" and len(info["best_batch"]) == 20 and len(info["greedy_batch"]) == 20
     assert sorted(picks) == sorted(info["best_batch"])
     assert info["true_rewards"] >= 3 and info["table_size"] >= 3 and len(info["rewards"]) == 6
-    assert len(rows) == 2
+    assert info["best_value"] == max(info["rewards"])
+    assert len(rows) == 3
+
+
+def test_the_policy_carries_over_to_the_next_cycle(tmp_path, monkeypatch):
+    """Cycle 1's search starts from cycle 0's trained policy, not from a fresh one. (The reward is a stub
+    that depends on the batch, so that the policy does learn something in six steps.)"""
+    monkeypatch.setattr(reward_mod.ProxyReward, "__call__", lambda self, batch: float(np.mean(batch)) / 120.0)
+    out = tmp_path
+    ActiveLearningRun(_cfg("loop.cycles=3"), out).run()
+    store = RunStore(out / "store.sqlite")
+    try:
+        state = StrategyState(store, "strategy/mgral/seed0")
+        cycle0 = state.get("search/cycle0")
+        cycle1 = state.get("search/cycle1")
+    finally:
+        store.close()
+    assert cycle0["iteration"] == 6 and cycle1["iteration"] == 6
+    from mgral.strategies.rl.policy import LSTMPolicy
+    from mgral.utils import derive_seed
+
+    fresh = LSTMPolicy(seed=derive_seed(0, "policy")).state_dict()
+    trained0 = cycle0["policy"]
+    # the trained cycle-0 weights differ from a fresh policy, and the cycle-1 search started from them:
+    # the LSTM weights of cycle 1 are closer to cycle 0's than to a fresh policy's
+    w = "lstm.weight_hh_l0"
+    assert not np.allclose(trained0[w].numpy(), fresh[w].numpy())
+    d_from_trained = float((cycle1["policy"][w] - trained0[w]).abs().sum())
+    d_from_fresh = float((cycle1["policy"][w] - fresh[w]).abs().sum())
+    assert d_from_trained < d_from_fresh
 
 
 class Killed(Exception):
@@ -64,12 +94,12 @@ def test_killed_during_the_search_resumes_to_the_same_selection(reference, tmp_p
 
     monkeypatch.setattr(reward_mod.ProxyReward, "__call__", die)
     with pytest.raises(Killed):
-        ActiveLearningRun(_cfg(), tmp_path).run()
+        ActiveLearningRun(_cfg("loop.cycles=3"), tmp_path).run()
     monkeypatch.undo()
     store = RunStore(tmp_path / "store.sqlite")
-    assert store.get("mgral/seed0/cycle0", "agent") is not None  # the search state was saved
+    assert store.get("strategy/mgral/seed0", "search/cycle0") is not None  # the search state was saved
     store.close()
-    ActiveLearningRun(_cfg(), tmp_path).run()
+    ActiveLearningRun(_cfg("loop.cycles=3"), tmp_path).run()
     got = _picks(tmp_path)
     assert got[0] == expected[0]
     assert got[1]["rewards"] == expected[1]["rewards"] and got[2] == expected[2]
@@ -79,11 +109,11 @@ def test_pseudo_reward_never_reads_unlabeled_ground_truth(tmp_path, monkeypatch)
     seen = {}
     real_init = reward_mod.ProxyReward.__init__
 
-    def spy(self, cfg, **kw):
+    def spy(self, cfg, spec, **kw):
         seen["unannotated"] = all(not kw["dataset"][int(i)].annotated for i in kw["unlabeled"])
         seen["boxes"] = sum(len(kw["dataset"][int(i)].boxes) for i in kw["unlabeled"])
-        seen["oracle"] = kw["oracle_dataset"]
-        real_init(self, cfg, **kw)
+        seen["oracle"] = kw["oracle"]
+        real_init(self, cfg, spec, **kw)
 
     monkeypatch.setattr(reward_mod.ProxyReward, "__init__", spy)
     ActiveLearningRun(_cfg("loop.cycles=2"), tmp_path).run()
@@ -94,30 +124,66 @@ def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypa
     seen = {}
     real_init = reward_mod.ProxyReward.__init__
 
-    def spy(self, cfg, **kw):
-        seen["kind"], seen["oracle"] = cfg.kind, kw["oracle_dataset"]
-        real_init(self, cfg, **kw)
+    def spy(self, cfg, spec, **kw):
+        seen["kind"], seen["oracle"] = cfg.kind, kw["oracle"]
+        real_init(self, cfg, spec, **kw)
 
     monkeypatch.setattr(reward_mod.ProxyReward, "__init__", spy)
-    ActiveLearningRun(_cfg("strategy_params.mgral.reward=oracle"), tmp_path / "run").run()
+    ActiveLearningRun(_cfg("loop.cycles=2", "strategy_params.mgral.reward=oracle"), tmp_path / "run").run()
     assert seen["kind"] == "oracle" and seen["oracle"].num_boxes > 0
     from mgral.loop.query import query
 
     with pytest.raises(InputError, match="oracle reward needs ground truth"):
-        query(
-            shapes_dir / "annotations.json",
-            3,
-            "mgral",
-            tmp_path / "q.json",
-            _cfg("strategy_params.mgral.reward=oracle"),
-        )
+        query(shapes_dir / "annotations.json", 3, "mgral", tmp_path / "q.json",
+              _cfg("strategy_params.mgral.reward=oracle"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "option, check",
+    [
+        ("final=greedy", lambda info, picks: sorted(picks) == sorted(info["greedy_batch"])),
+        ("estimator=kernel", lambda info, picks: info["true_rewards"] == 3 and info["table_estimates"] == 6),
+        ("estimator=none", lambda info, picks: info["true_rewards"] == 9 and info["table_estimates"] == 0),
+        ("feature=mean", lambda info, picks: info["table_size"] >= 3),
+        ("pseudo_labels=supervised", lambda info, picks: info["base_map"] is not None),
+    ],
+)
+def test_each_option_runs_and_does_what_it_says(tmp_path, option, check):
+    ActiveLearningRun(_cfg("loop.cycles=2", f"strategy_params.mgral.{option}"), tmp_path).run()
+    picks, info, rows = _picks(tmp_path)
+    assert len(picks) == 20 and len(rows) == 2
+    assert check(info, picks), info
+
+
+@pytest.mark.parametrize("labels", ["semi", "supervised"])
+def test_no_model_that_saw_the_holdout_touches_the_reward(tmp_path, monkeypatch, labels):
+    """The reward's base detector (which also labels the batch) trains on the labeled images minus the
+    hold-out, whichever the pseudo-labels' source."""
+    seen = []
+    from mgral.training import semi_supervised, supervised
+
+    real_sup, real_semi = supervised.Supervised.__init__, semi_supervised.SemiSupervised.__init__
+
+    def spy_sup(self, dataset, indices, **kw):
+        seen.append(("supervised", len(indices)))
+        real_sup(self, dataset, indices, **kw)
+
+    def spy_semi(self, dataset, labeled, unlabeled, semi, **kw):
+        seen.append(("semi", len(labeled)))
+        real_semi(self, dataset, labeled, unlabeled, semi, **kw)
+
+    monkeypatch.setattr(supervised.Supervised, "__init__", spy_sup)
+    monkeypatch.setattr(semi_supervised.SemiSupervised, "__init__", spy_semi)
+    ActiveLearningRun(_cfg("loop.cycles=2", f"strategy_params.mgral.pseudo_labels={labels}"), tmp_path).run()
+    # the cycle models train on 20 and 40 images; the reward's base on 20 minus the hold-out of 8
+    assert seen == [("supervised", 20), (labels, 12), ("supervised", 40)]
 
 
 def test_bad_options_are_input_errors():
     from mgral.strategies.base import build_strategy
 
-    with pytest.raises(InputError, match="final must be one of"):
+    with pytest.raises(InputError, match="final: expected one of best, greedy"):
         build_strategy("mgral", {"final": "median"})
-    with pytest.raises(InputError, match="unknown option"):
+    with pytest.raises(InputError, match="unknown key"):
         build_strategy("mgral", {"iteration": 3})
-    assert np.isclose(build_strategy("mgral").baseline_decay, 0.5)
+    assert np.isclose(build_strategy("mgral").options.baseline_decay, 0.5)

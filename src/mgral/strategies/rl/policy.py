@@ -33,13 +33,17 @@ class Rollout(NamedTuple):
 
 
 class LSTMPolicy(nn.Module):
-    """LSTM(embed_dim + 1 -> hidden) and a linear decoder to one selection logit per image."""
+    """LSTM(embed_dim + 1 -> hidden) and a linear decoder to one selection logit per image.
 
-    def __init__(self, embed_dim: int = 256, hidden: int = 257) -> None:
+    The initial weights come from ``seed`` alone (torch's global random state is left untouched)."""
+
+    def __init__(self, embed_dim: int = 256, hidden: int = 257, *, seed: int = 0) -> None:
         super().__init__()
         self.embed_dim, self.hidden = embed_dim, hidden
-        self.lstm = nn.LSTM(embed_dim + 1, hidden)
-        self.decoder = nn.Linear(hidden, 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.lstm = nn.LSTM(embed_dim + 1, hidden)
+            self.decoder = nn.Linear(hidden, 1)
 
     def set_budget_prior(self, budget: int, pool: int) -> None:
         """Decoder bias to ``logit(budget / pool)``: b expected picks before any learning."""

@@ -1,4 +1,9 @@
-"""The fast look-up table of (batch feature, reward) records (paper III-F), and a kernel estimator.
+"""Reward estimators over (batch feature, reward) records: the paper's look-up table (III-F) and a kernel one.
+
+An estimator answers ``estimate(feature) -> float | None``; ``None`` means it cannot tell, and the caller
+computes the true reward and records it (the table grows where the search goes).
+
+The look-up table:
 
 Estimate of a batch: the inverse-distance-weighted mean reward of its ``k`` nearest records by L2
 distance. When every one of those neighbours is farther than ``mean - std`` of the pairwise distances
@@ -9,11 +14,15 @@ the true reward and adds it, so the table grows where the search goes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
+
+
+class Estimator(Protocol):
+    def estimate(self, feature: np.ndarray) -> float | None: ...
 
 
 class Estimate(NamedTuple):
@@ -50,7 +59,12 @@ class LookupTable:
                 self._threshold = float(d.mean() - d.std())
         return self._threshold
 
-    def estimate(self, feature: np.ndarray) -> Estimate:
+    def estimate(self, feature: np.ndarray) -> float | None:
+        """The inverse-distance estimate, or ``None`` when every neighbour is beyond the threshold."""
+        return self.lookup(feature).value
+
+    def lookup(self, feature: np.ndarray) -> Estimate:
+        """The estimate with the nearest distance and the threshold it was judged by."""
         if not self.rewards:
             return Estimate(None, float("inf"), float("inf"))
         x = np.stack(self.features)
@@ -76,20 +90,22 @@ class LookupTable:
 
 
 class KernelEstimator:
-    """Kernel ridge regression (RBF, bandwidth = median pairwise distance) on the table's records: a
-    smooth alternative to the neighbour average. It never declines to estimate."""
+    """Kernel ridge regression (RBF, bandwidth = median pairwise distance) on the records of ``table``: a
+    smooth alternative to the neighbour average. It declines only when the table is empty."""
 
-    def __init__(self, alpha: float = 1e-3) -> None:
+    def __init__(self, table: LookupTable, alpha: float = 1e-3) -> None:
+        self.table = table
         self.alpha = alpha
         self._fit_n = -1
         self._model: Any = None
         self._mean = 0.0
 
-    def estimate(self, table: LookupTable, feature: np.ndarray) -> float:
+    def estimate(self, feature: np.ndarray) -> float | None:
         from sklearn.kernel_ridge import KernelRidge
 
+        table = self.table
         if len(table) == 0:
-            raise ValueError("empty table")
+            return None
         if self._fit_n != len(table):
             x = np.stack(table.features)
             y = np.asarray(table.rewards)
@@ -100,6 +116,13 @@ class KernelEstimator:
             ).fit(x, y - self._mean)
             self._fit_n = len(table)
         return float(self._model.predict(np.asarray(feature, np.float64)[None])[0]) + self._mean
+
+
+class NoEstimator:
+    """Always the true reward (``estimator=none``)."""
+
+    def estimate(self, feature: np.ndarray) -> float | None:
+        return None
 
 
 def fidelity(estimates: np.ndarray, truths: np.ndarray) -> dict[str, float]:

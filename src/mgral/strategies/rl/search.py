@@ -1,0 +1,85 @@
+"""The pieces of MGRAL's policy-gradient search: its resumable state, rollout collection, the policy
+update and the final pick (rollouts are collected separately from the update, as in cleanrl)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from mgral.strategies.rl.policy import LSTMPolicy, Rollout
+
+
+@dataclass
+class AgentState:
+    """Everything a search needs to resume exactly where it stopped (saved through ``ctx.state``).
+
+    ``best`` and the batches in ``history`` are positions into the cycle's unlabeled pool."""
+
+    iteration: int = 0
+    baseline: float | None = None  # the moving-average mAP_ref
+    best: list[int] | None = None
+    best_value: float = float("-inf")
+    true_calls: int = 0  # true (proxy) rewards computed, table pre-computation included
+    table_filled: int = 0  # random batches of the pre-computation already in the table
+    history: list[dict[str, Any]] = field(default_factory=list)  # per iteration: reward, kind, baseline
+    policy: dict[str, Any] | None = None
+    optimizer: dict[str, Any] | None = None
+    table: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> AgentState:
+        return cls(**state)
+
+
+class Step(NamedTuple):
+    """One collected rollout and its reward."""
+
+    rollout: Rollout
+    positions: np.ndarray  # the picked positions (exactly the budget)
+    feature: np.ndarray
+    value: float
+    kind: str  # true | table | kernel
+
+
+def collect_rollout(
+    policy: LSTMPolicy, emb: torch.Tensor, budget: int, uniforms: np.ndarray
+) -> tuple[Rollout, np.ndarray]:
+    """Sample one exactly-``budget`` rollout; returns it and its picked positions."""
+    rollout = policy.sample(emb, budget, uniforms)
+    return rollout, np.nonzero(rollout.decisions > 0)[0]
+
+
+def reinforce_update(
+    policy: LSTMPolicy, opt: torch.optim.Optimizer, emb: torch.Tensor, rollout: Rollout, reward: float,
+    baseline: float, decay: float,
+) -> float:  # fmt: skip
+    """One policy-gradient step on ``-(reward - baseline) * log pi(rollout)``; returns the new baseline
+    ``decay * baseline + (1 - decay) * reward`` (the paper's moving-average mAP_ref)."""
+    loss = -(reward - baseline) * policy.log_prob(emb, rollout)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return decay * baseline + (1 - decay) * reward
+
+
+def greedy_batch(policy: LSTMPolicy, emb: torch.Tensor, budget: int) -> np.ndarray:
+    """The trained policy decoded greedily (take an image when its probability exceeds 1/2, forced steps
+    as in sampling): positions of exactly ``budget`` images."""
+    return np.nonzero(policy.sample(emb, budget, None).decisions > 0)[0]
+
+
+def pick_probabilities(policy: LSTMPolicy, emb: torch.Tensor, chosen: np.ndarray) -> np.ndarray:
+    """The policy's selection probability of every image given the decisions of ``chosen``."""
+    with torch.no_grad():
+        d = torch.zeros(len(emb))
+        d[torch.as_tensor(chosen, dtype=torch.long)] = 1
+        return torch.sigmoid(policy.logits(emb, d)).numpy()
+
+
+__all__ = ["AgentState", "Step", "collect_rollout", "greedy_batch", "pick_probabilities", "reinforce_update"]

@@ -1,0 +1,32 @@
+"""The config: presets, overrides, YAML round trip, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from mgral.config import PRESETS, config_from_yaml_text, load_config, save_config, to_dict
+from mgral.errors import InputError
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_yaml_round_trip(preset, tmp_path):
+    """What a run directory stores (config.yaml) loads back to the same config, for every preset."""
+    overrides = ["data.root=/data/x"] if preset in ("voc-ssd300", "coco-retinanet") else []
+    cfg = load_config(preset=preset, overrides=[*overrides, "strategy_params.entropy.aggregate=sum"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = config_from_yaml_text((tmp_path / "config.yaml").read_text(), "config.yaml")
+    assert again == cfg and to_dict(again) == to_dict(cfg)
+    assert load_config(file=tmp_path / "config.yaml") == cfg
+
+
+def test_overrides_and_their_errors():
+    cfg = load_config(
+        preset="smoke", overrides=["loop.seeds=[1, 2]", "train.lr=0.01", "loop.strategies=[random]"]
+    )
+    assert cfg.loop.seeds == (1, 2) and cfg.train.lr == 0.01
+    with pytest.raises(InputError, match="unknown key 'train.lrr'"):
+        load_config(preset="smoke", overrides=["train.lrr=1"])
+    with pytest.raises(InputError, match="train.batch_size: expected a whole number, got 'x'"):
+        load_config(preset="smoke", overrides=["train.batch_size=x"])
+    with pytest.raises(InputError, match="loop.cycles: need at least 1"):
+        load_config(preset="smoke", overrides=["loop.cycles=0"])
