@@ -22,7 +22,7 @@ def test_smoke_run_then_report(tmp_path):
     out = tmp_path / "run"
     res = run_cli("run", "--preset", "smoke", "--out", str(out))
     assert res.returncode == 0, res.stderr
-    assert "| random |" in res.stdout and (out / "report.png").stat().st_size > 1000
+    assert "| random |" in res.stdout and (out / "report.html").stat().st_size > 1000
     again = run_cli("report", str(out))
     assert again.returncode == 0 and "| random |" in again.stdout
     resumed = run_cli("run", "--out", str(out))  # nothing left to do: same results

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mgral.strategies.rl.policy import LSTMPolicy
-from mgral.strategies.rl.search import reinforce_update
+from mgral.strategies.rl.search import collect_rollout, reinforce_update
 
 
 def _peak_mb() -> float:
@@ -23,8 +23,8 @@ def _peak_mb() -> float:
 def bench_agent(
     pool: int, budget: int, *, repeats: int = 3, device: str = "cpu", seed: int = 0
 ) -> dict[str, Any]:
-    """Seconds of one MGRAL agent iteration (exactly-b rollout + fused log-probability + backward + Adam
-    step) on a pool of random 256-d embeddings, against a bare fused ``nn.LSTM(257, 257)`` forward and
+    """Seconds of one MGRAL agent iteration (exactly-b rollout keeping its activations + hand-written
+    backward through time + Adam step) on a pool of random 256-d embeddings, against a bare fused ``nn.LSTM(257, 257)`` forward and
     backward over the same sequence. Best of ``repeats`` after one warm-up each."""
     if not 0 < budget <= pool:
         raise ValueError(f"budget {budget} for a pool of {pool}")
@@ -41,7 +41,7 @@ def bench_agent(
             torch.cuda.synchronize()
 
     def iteration() -> None:
-        rollout = policy.sample(emb, budget, rng.random(pool))
+        rollout, _ = collect_rollout(policy, emb, budget, rng.random(pool))
         reinforce_update(policy, opt, emb, rollout, reward=float(rng.random()), baseline=0.5, decay=0.5)
         sync()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,7 +34,8 @@ def _load_cfg(args: argparse.Namespace, default_preset: str | None = None) -> An
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mgral.loop.active_loop import ActiveLearningRun
-    from mgral.reports.summary import write_report
+    from mgral.loop.executors import make_executor
+    from mgral.reports.html import write_report
 
     if not args.preset and not args.config:
         stored = ActiveLearningRun.stored_config(args.out)
@@ -46,16 +48,31 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError("--set", "overrides need --preset or --config")
     else:
         cfg = _load_cfg(args)
-    if args.no_progress:
+    if args.no_progress or args.quiet:
         from dataclasses import replace
 
         cfg = replace(cfg, progress=False)
+    if args.dry_run:
+        from mgral.loop.dry_run import dry_run, format_plan
+
+        workers = 1 if args.workers == "auto" else int(args.workers)
+        print(format_plan(dry_run(cfg, workers=workers)))
+        return 0
     t0 = time.perf_counter()
-    ActiveLearningRun(cfg, args.out).run()
-    png, md, table = write_report(args.out, metric=_metric_label(cfg.loop.metric), title=cfg.name)
+    run = ActiveLearningRun(cfg, args.out)
+    cells = len(run.cells())
+    executor = make_executor(
+        args.executor, args.workers, address=args.address, device=cfg.device, tasks=cells
+    )
+    run.executor = executor
+    try:
+        run.run()
+    finally:
+        executor.close()
+    html, table = write_report(args.out)
     print(table)
     print(
-        f"results: {Path(args.out) / 'results.csv'}\nreport: {png}, {md}\nwall time: {time.perf_counter() - t0:.1f}s"
+        f"results: {Path(args.out) / 'results.csv'}\nreport: {html}\nwall time: {time.perf_counter() - t0:.1f}s"
     )
     return 0
 
@@ -65,14 +82,11 @@ def _metric_label(metric: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mgral.loop.active_loop import ActiveLearningRun
-    from mgral.reports.summary import write_report
+    from mgral.reports.html import write_report
 
-    cfg = ActiveLearningRun.stored_config(args.run_dir)
-    metric = _metric_label(cfg.loop.metric) if cfg else "mAP"
-    png, md, table = write_report(args.run_dir, metric=metric, title=cfg.name if cfg else "")
+    html, table = write_report(args.run_dir)
     print(table)
-    print(f"report: {png}, {md}")
+    print(f"report: {html}")
     return 0
 
 
@@ -115,7 +129,7 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     knobs = {
         "image_size": args.image_size, "num_classes": args.num_classes, "min_objects": args.min_objects,
         "max_objects": args.max_objects, "min_size": args.min_size, "max_size": args.max_size, "noise": args.noise,
-        "longtail": args.longtail, "clutter": args.clutter,
+        "longtail": args.longtail, "clutter": args.clutter, "frames": args.frames, "jitter": args.jitter,
     }  # fmt: skip
     spec = spec_for(args.difficulty, **knobs)
     ds = make_dataset(args.kind, args.n, args.seed, args.out, spec)
@@ -148,11 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mgral", description="Active learning for object detection (MGRAL and baselines).")
     parser.add_argument("--version", action="version", version=f"mgral {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("run", help="run (or resume) an active-learning experiment")
+    p = sub.add_parser("run", help="run (or resume) an experiment: strategies x seeds, in parallel")
     _add_cfg_args(p)
     p.add_argument("--out", required=True, help="run directory (created, or resumed if it holds a run)")
+    p.add_argument(
+        "--workers", default="auto", help="parallel cells (auto: one per core on a CPU, one on a GPU)"
+    )
+    p.add_argument(
+        "--executor", default="local", choices=["local", "ray"], help="local processes or Ray tasks"
+    )
+    p.add_argument("--address", help="a Ray cluster's address (with --executor ray; default: a local Ray)")
+    p.add_argument("--threads", type=int, help="torch threads per cell (default: cores / workers); CPU results "
+                   "are bit-identical for the same threads per cell")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="print the plan and a time estimate, run one short "
+                   "cycle of every strategy on a sample; write nothing")  # fmt: skip
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("query", help="pick the images to label next in a partly annotated dataset")
@@ -188,9 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n", type=int, required=True, help="number of images")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True)
-    m.add_argument("--difficulty", default="easy", choices=["easy", "hard"])
+    m.add_argument("--difficulty", default="easy", choices=["easy", "hard", "redundant"])
     for name, tp in (("image-size", int), ("num-classes", int), ("min-objects", int), ("max-objects", int),
-                     ("min-size", int), ("max-size", int), ("noise", float), ("longtail", float), ("clutter", int)):  # fmt: skip
+                     ("min-size", int), ("max-size", int), ("noise", float), ("longtail", float), ("clutter", int), ("frames", int), ("jitter", int)):  # fmt: skip
         m.add_argument(f"--{name}", type=tp, default=None)
     m.set_defaults(func=cmd_data_make)
 
@@ -205,14 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the run stops at the next safe point."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         if args.quiet:
             logging.getLogger().setLevel(logging.WARNING)
+        elif args.verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
         return int(args.func(args))
     except InputError as exc:
         print(f"mgral: error: {exc}", file=sys.stderr)
@@ -220,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mgral: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("mgral: terminated; run the same command again to resume", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from mgral.reports.summary import curves, markdown_table, normalized_auc, seed_aucs
+from mgral.reports.summary import (
+    curves,
+    markdown_table,
+    normalized_auc,
+    paired_difference,
+    seed_aucs,
+    summary,
+    time_breakdown,
+)
 
 ROWS = [
     {"strategy": "a", "seed": s, "cycle": c, "n_labeled": 10 * (c + 1), "map": 0.1 * (c + 1) + 0.01 * s}
@@ -15,5 +23,31 @@ def test_curves_mean_std_and_auc():
     np.testing.assert_allclose(c["a"]["std"], [0.005] * 3)
     assert normalized_auc(np.array([10, 20, 30]), np.array([0.2, 0.2, 0.2])) == pytest.approx(0.2)
     np.testing.assert_allclose(seed_aucs(ROWS, "a"), [0.2, 0.21])
-    table = markdown_table(ROWS)
+    table = markdown_table(ROWS, reference="none")
     assert "| a | 0.1050 ± 0.0050 |" in table and "| b | 0.2000 | 0.2000 | 0.2000 | 0.2000 |" in table
+
+
+def _flat(strategy, values):
+    """Two cycles at the same value per seed: each seed's AUC is that value."""
+    return [{"strategy": strategy, "seed": s, "cycle": c, "n_labeled": 10 * (c + 1), "map": v, "train_s": 1.0 + s,
+             "infer_s": 0.5, "setup_s": 0.0, "select_s": 0.25, "eval_s": 0.1} for s, v in enumerate(values)
+            for c in range(2)]  # fmt: skip
+
+
+def test_paired_difference_by_hand():
+    rows = _flat("mgral", [0.30, 0.32, 0.31]) + _flat("random", [0.28, 0.31, 0.29])
+    d = paired_difference(rows, "mgral", "random")
+    # differences 0.02, 0.01, 0.02: mean 1/60, sd 0.005774, t(0.975, 2) = 4.3027 -> half-width 0.014343
+    assert d["n"] == 3 and d["diffs"] == pytest.approx([0.02, 0.01, 0.02])
+    assert d["mean"] == pytest.approx(1 / 60)
+    assert d["ci"] == pytest.approx([1 / 60 - 0.014343, 1 / 60 + 0.014343], abs=1e-5)
+    assert d["p"] == pytest.approx(0.0377, abs=5e-4)  # t = 5 with 2 degrees of freedom
+    s = summary(rows)
+    assert s["reference"] == "random" and "vs_reference" in s["strategies"]["mgral"]
+    assert "+0.0167 [+0.0023, +0.0310], p=0.038, 3 seeds" in markdown_table(rows)
+
+
+def test_time_breakdown_is_per_seed():
+    t = time_breakdown(_flat("x", [0.1, 0.2]))
+    # per seed: two cycles; train 1.0 and 2.0 per cycle for seeds 0 and 1 -> 2.0 and 4.0 -> mean 3.0
+    assert t["x"]["train_s"] == pytest.approx(3.0) and t["x"]["select_s"] == pytest.approx(0.5)

@@ -46,6 +46,8 @@ class SyntheticSpec:
     class_colors: bool = True  # shapes: each class has its own hue, or colours are random
     color_jitter: float = 0.0  # std of per-channel noise added to a class colour
     max_overlap: float = 0.3  # reject placements whose IoU with an earlier object exceeds this
+    frames: int = 1  # mean frames per scene: consecutive images of a scene are near-duplicates (video-like)
+    jitter: int = 3  # frames: the largest shift in pixels of a frame against its scene
 
 
 DIFFICULTIES: dict[str, SyntheticSpec] = {
@@ -53,6 +55,12 @@ DIFFICULTIES: dict[str, SyntheticSpec] = {
     "hard": SyntheticSpec(
         num_classes=8, min_objects=1, max_objects=6, min_size=8, max_size=30, noise=0.2,
         longtail=1.0, clutter=4, class_colors=True, color_jitter=0.15, max_overlap=0.4,
+    ),
+    # the hard shapes as frames of short videos (scenes of 1-11 near-duplicate frames, 6 on average) with a
+    # longer tail: redundancy that uncertainty sampling walks into, and rare classes worth finding
+    "redundant": SyntheticSpec(
+        num_classes=8, min_objects=1, max_objects=6, min_size=8, max_size=30, noise=0.2,
+        longtail=1.5, clutter=4, class_colors=True, color_jitter=0.15, max_overlap=0.4, frames=6, jitter=3,
     ),
 }  # fmt: skip
 
@@ -195,6 +203,49 @@ def render_image(
     return out, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
 
 
+def scene_of(seed: int, index: int, frames: int) -> tuple[int, int]:
+    """``(scene, frame)`` of image ``index`` when scenes last ``1 .. 2 * frames - 1`` frames (mean ``frames``).
+
+    Scene lengths come from a generator seeded by ``seed`` alone, so image ``i`` is the same whatever the
+    number of images generated."""
+    rng = np.random.default_rng(derive_seed("synthetic-scenes", seed, frames))
+    start, scene = 0, 0
+    while True:
+        lengths = rng.integers(1, 2 * frames, size=256)
+        ends = start + np.cumsum(lengths)
+        k = int(np.searchsorted(ends, index, side="right"))
+        if k < len(lengths):
+            first = start if k == 0 else int(ends[k - 1])
+            return scene + k, index - first
+        start, scene = int(ends[-1]), scene + len(lengths)
+
+
+def render_frame(
+    kind: str, spec: SyntheticSpec, seed: int, index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image ``index`` of a dataset whose images come in scenes (``spec.frames > 1``): its scene rendered by
+    :func:`render_image`, shifted by up to ``spec.jitter`` pixels, with fresh noise; boxes move with it (a
+    box left with less than half its area inside the image is dropped)."""
+    if spec.frames <= 1:
+        return render_image(kind, spec, seed, index)
+    scene, frame = scene_of(seed, index, spec.frames)
+    pixels, boxes, labels = render_image(kind, spec, seed, scene)
+    if frame == 0:
+        return pixels, boxes, labels
+    rng = np.random.default_rng(derive_seed("synthetic-frame", kind, seed, index))
+    dx, dy = (int(v) for v in rng.integers(-spec.jitter, spec.jitter + 1, size=2))
+    s = spec.image_size
+    padded = np.pad(pixels, ((abs(dy), abs(dy)), (abs(dx), abs(dx)), (0, 0)), mode="edge")
+    y0, x0 = abs(dy) - dy, abs(dx) - dx
+    shifted = padded[y0 : y0 + s, x0 : x0 + s].astype(np.float64) / 255.0
+    shifted = np.clip(shifted + rng.normal(0, spec.noise / 2, size=shifted.shape), 0, 1)
+    moved = boxes + np.array([dx, dy, dx, dy], np.float32)
+    clipped = np.clip(moved, 0, s)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    keep = area(clipped) >= 0.5 * np.maximum(area(moved), 1e-6)
+    return (shifted * 255).astype(np.uint8), clipped[keep].astype(np.float32), labels[keep]
+
+
 def class_names_for(kind: str, spec: SyntheticSpec) -> list[str]:
     if kind == "digits":
         return [str(d) for d in range(10)]
@@ -221,7 +272,10 @@ def make_dataset(
     out = Path(out)
     ann = out / "annotations.json"
     stamp = out / "generator.json"
-    meta = {"kind": kind, "n": n, "seed": seed, "spec": asdict(spec), "version": 1}
+    knobs = asdict(spec)
+    if spec.frames <= 1:  # the stamp of data generated before scenes existed stays valid
+        knobs = {k: v for k, v in knobs.items() if k not in ("frames", "jitter")}
+    meta = {"kind": kind, "n": n, "seed": seed, "spec": knobs, "version": 1}
     if ann.is_file() and stamp.is_file():
         try:
             if json.loads(stamp.read_text()) == meta:
@@ -231,7 +285,7 @@ def make_dataset(
     (out / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(n):
-        pixels, boxes, labels = render_image(kind, spec, seed, i)
+        pixels, boxes, labels = render_frame(kind, spec, seed, i)
         name = f"{i:06d}.png"
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)

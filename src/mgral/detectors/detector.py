@@ -115,17 +115,65 @@ class Detector:
         head: dict[str, torch.Tensor],
         anchors: list[torch.Tensor],
     ) -> dict[str, torch.Tensor]:
-        """The model's training losses from head outputs (targets in the transformed image space)."""
+        """The model's training losses from head outputs (targets in the transformed image space).
+
+        A target may carry ``ignore_boxes`` (float[M, 4]): regions that are neither object nor background
+        (pseudo-labels of uncertain score). Anchors that overlap one of them with IoU >= 0.5 and are not
+        matched to an object are left out of the classification loss (RetinaNet: matched index -2, which
+        torchvision ignores; SSD: excluded from the hard-negative pool). Without ignore boxes this is
+        exactly torchvision's ``compute_loss``.
+        """
         m = self.module
-        if not self.softmax:
-            return m.compute_loss(targets, head, anchors)
         matched = []
         for anc, t in zip(anchors, targets):
             if t["boxes"].numel() == 0:
-                matched.append(torch.full((anc.size(0),), -1, dtype=torch.int64, device=anc.device))
+                idx = torch.full((anc.size(0),), -1, dtype=torch.int64, device=anc.device)
             else:
-                matched.append(m.proposal_matcher(box_iou(t["boxes"], anc)))
-        return m.compute_loss(targets, head, anchors, matched)
+                idx = m.proposal_matcher(box_iou(t["boxes"], anc))
+            ign = t.get("ignore_boxes")
+            if ign is not None and ign.numel():
+                near = box_iou(ign.to(anc.device), anc).max(0).values >= 0.5
+                idx = torch.where(near & (idx < 0), torch.full_like(idx, -2), idx)
+            matched.append(idx)
+        if not self.softmax:
+            return m.head.compute_loss(targets, head, anchors, matched)
+        if not any(bool((idx == -2).any()) for idx in matched):
+            return m.compute_loss(targets, head, anchors, matched)
+        return self._ssd_loss_with_ignore(targets, head, anchors, matched)
+
+    def _ssd_loss_with_ignore(self, targets: list[dict[str, torch.Tensor]], head: dict[str, torch.Tensor],
+                              anchors: list[torch.Tensor], matched: list[torch.Tensor]) -> dict[str, torch.Tensor]:  # fmt: skip
+        """torchvision's SSD loss (smooth-L1 on positives, cross-entropy on positives and the hardest
+        ``neg_to_pos_ratio`` x negatives), with anchors marked -2 neither positive nor negative."""
+        m = self.module
+        bbox_loss, cls_targets, ignored = [], [], []
+        num_fg = 0
+        for t, reg, anc, idx in zip(targets, head["bbox_regression"], anchors, matched):
+            fg = torch.where(idx >= 0)[0]
+            num_fg += fg.numel()
+            target_reg = m.box_coder.encode_single(t["boxes"][idx[fg]], anc[fg])
+            bbox_loss.append(torch.nn.functional.smooth_l1_loss(reg[fg], target_reg, reduction="sum"))
+            cls_t = torch.zeros(idx.shape[0], dtype=torch.int64, device=idx.device)
+            cls_t[fg] = t["labels"][idx[fg]]
+            cls_targets.append(cls_t)
+            ignored.append(idx == -2)
+        cls_target = torch.stack(cls_targets)
+        ignore = torch.stack(ignored)
+        logits = head["cls_logits"]
+        cls_loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), cls_target.reshape(-1), reduction="none"
+        ).view(cls_target.size())
+        foreground = cls_target > 0
+        num_negative = m.neg_to_pos_ratio * foreground.sum(1, keepdim=True)
+        negative_loss = cls_loss.clone()
+        negative_loss[foreground | ignore] = -float("inf")
+        values, order = negative_loss.sort(1, descending=True)
+        background = (order.sort(1)[1] < num_negative) & torch.isfinite(negative_loss)
+        n = max(1, num_fg)
+        return {
+            "bbox_regression": torch.stack(bbox_loss).sum() / n,
+            "classification": (cls_loss[foreground].sum() + cls_loss[background].sum()) / n,
+        }
 
     def losses_per_image(
         self,

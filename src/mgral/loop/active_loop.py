@@ -1,23 +1,28 @@
-"""The active-learning loop: per seed and strategy, cycles of train, evaluate, select; resumable.
+"""The experiment runner: a grid of (strategy, seed) cells, each a sequence of cycles of train, evaluate,
+select; resumable, and run in parallel by an executor (:mod:`.executors`).
 
 A run directory holds ``config.yaml`` (the resolved config), ``store.sqlite`` (:class:`RunStore`),
-``checkpoints/`` (atomic, per cycle), ``data/`` (generated data) and ``results.csv``. Every step leaves
-the directory consistent, so running again after a kill continues at the first unfinished step and,
-since every random stream is derived from ``(seed, purpose, cycle)``, gives the same selections and
-metrics as an uninterrupted run.
+``checkpoints/`` (atomic, per cycle), ``data/`` (generated data), ``results.csv`` (a row per strategy, seed
+and cycle), ``results_per_class.csv`` and ``selections.csv``. Every step leaves the directory consistent,
+so running again after a kill continues at the first unfinished step and, since every random stream is
+derived from ``(seed, purpose, cycle)``, gives the same selections and metrics as an uninterrupted run.
 
-Seeds: the initial labeled set depends on the seed only; the detector's initial weights on the seed
-only; cycle ``k``'s training order and augmentation on ``(seed, k)``. Strategies therefore share the
-cycle-0 model (trained once per seed) and differ only by what they select.
+Fairness: the initial labeled set and the detector's initial weights depend on the seed only, and cycle
+``k``'s training order and augmentation on ``(seed, k)``; the cycle-0 model of a seed is trained once (in a
+first phase, before the cells) and shared by every strategy that trains the same way. Strategies
+therefore differ only by what they select. A run directory may grow: running it again with more seeds
+or strategies (everything else equal) adds the new cells; finished cells are not recomputed.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,6 +32,8 @@ from mgral.data.sources import load_run_data
 from mgral.detectors.detector import Detector
 from mgral.errors import InputError
 from mgral.loop.context import build_context
+from mgral.loop.executors import Executor, InlineExecutor
+from mgral.loop.lock import RunLock
 from mgral.loop.store import RESULT_COLUMNS, RunStore
 from mgral.metrics.evaluate import evaluate_predictions
 from mgral.strategies.base import (
@@ -60,6 +67,10 @@ def resolve_count(value: float, n: int, key: str) -> int:
     return count
 
 
+#: config keys a run directory may change between invocations: its grid grows, nothing else changes
+GRID_KEYS = ("strategies", "seeds")
+
+
 def _diff_key(a: Any, b: Any, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
@@ -68,16 +79,46 @@ def _diff_key(a: Any, b: Any, prefix: str = "") -> str:
     return prefix or "(top level)"
 
 
-class ActiveLearningRun:
-    """Runs (or resumes) every (seed, strategy) of a config in ``run_dir``."""
+class Cell(NamedTuple):
+    """One unit of work of a run: the cycle-0 model of a seed (``strategy`` empty) or a strategy's cycles."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool | None = None) -> None:
+    run_dir: str
+    config: dict[str, Any]
+    seed: int
+    strategy: str
+    progress: bool
+
+
+def run_cell(cell: Cell) -> str:
+    """Run one cell in whatever process the executor chose (the function executors map)."""
+    from mgral.config import from_mapping
+
+    cfg = from_mapping(RunConfig, cell.config, "config")
+    run = ActiveLearningRun(cfg, cell.run_dir, progress=cell.progress)
+    run.open()
+    try:
+        if cell.strategy:
+            run._run_strategy(cell.strategy, cell.seed)
+        else:
+            run._train_cycle0(cell.seed)
+    finally:
+        run.close()
+    return cell.strategy or f"cycle 0 of seed {cell.seed}"
+
+
+class ActiveLearningRun:
+    """Runs (or resumes) every (seed, strategy) cell of a config in ``run_dir``, with ``executor``
+    (default: in this process, one cell after the other)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool | None = None,
+                 executor: Executor | None = None) -> None:  # fmt: skip
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = cfg.progress if progress is None else progress
         validate_strategy_params(cfg)
         self.strategy_names = expand_strategy_names(cfg.loop.strategies)
         self.device = resolve_device(cfg.device)
+        self.executor: Executor = executor or InlineExecutor()
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -88,34 +129,78 @@ class ActiveLearningRun:
         return config_from_yaml_text(path.read_text(), str(path))
 
     def _prepare_dir(self) -> None:
+        """Write the config, or check it against the stored one: only the grid (strategies, seeds) may
+        differ, and the stored config then records the union of both grids."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stored = self.stored_config(self.run_dir)
-        if stored is not None:
-            a, b = to_dict(stored), to_dict(self.cfg)
-            a.pop("progress", None), b.pop("progress", None)
-            if a != b:
-                raise InputError(
-                    self.run_dir / "config.yaml",
-                    f"this run directory holds a run with another config (first difference at '{_diff_key(a, b)}'); "
-                    "use another --out, or the same config to resume",
-                )
-        else:
+        if stored is None:
             save_config(self.cfg, self.run_dir / "config.yaml")
+            return
+        a, b = to_dict(stored), to_dict(self.cfg)
+        for d in (a, b):
+            d.pop("progress", None)
+            for k in GRID_KEYS:
+                d["loop"].pop(k, None)
+        if a != b:
+            raise InputError(
+                self.run_dir / "config.yaml",
+                f"this run directory holds a run with another config (first difference at '{_diff_key(a, b)}'); "
+                "use another --out, or the same config (more seeds or strategies are fine) to resume",
+            )
+        loop = stored.loop
+        grown = replace(loop, strategies=tuple(dict.fromkeys([*loop.strategies, *self.cfg.loop.strategies])),
+                        seeds=tuple(dict.fromkeys([*loop.seeds, *self.cfg.loop.seeds])))  # fmt: skip
+        if grown != loop:
+            save_config(replace(stored, loop=grown), self.run_dir / "config.yaml")
+
+    def open(self) -> None:
+        """Load (or generate) the data and open the run store."""
+        self.pool_ds, self.test_ds = load_run_data(self.cfg.data, self.run_dir / "data")
+        self.store = RunStore(self.run_dir / "store.sqlite")
+
+    def close(self) -> None:
+        self.store.close()
 
     # ------------------------------------------------------------------ main
+    def cells(self) -> list[tuple[int, str]]:
+        return [(seed, name) for seed in self.cfg.loop.seeds for name in self.strategy_names]
+
+    def done(self, seed: int, name: str) -> bool:
+        return self.store.cycle_row(name, seed, self.cfg.loop.cycles - 1) is not None
+
     def run(self) -> list[dict[str, Any]]:
-        self._prepare_dir()
-        self.pool_ds, self.test_ds = load_run_data(self.cfg.data, self.run_dir / "data")
-        log.info("pool: %s; test: %s", self.pool_ds, self.test_ds)
-        self.store = RunStore(self.run_dir / "store.sqlite")
-        try:
-            for seed in self.cfg.loop.seeds:
-                for name in self.strategy_names:
-                    self._run_strategy(name, seed)
-            self.write_results()
-            return self.store.results()
-        finally:
-            self.store.close()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.run_dir):
+            self._prepare_dir()
+            self.open()
+            try:
+                log.info("pool: %s; test: %s", self.pool_ds, self.test_ds)
+                self.sizes()
+                todo = [(seed, name) for seed, name in self.cells() if not self.done(seed, name)]
+                config = to_dict(self.cfg)
+                cell_progress = self.progress and self.executor.workers == 1
+                # phase 1: the shared cycle-0 models, once per seed (in parallel across seeds)
+                seeds = sorted({seed for seed, _ in todo if not self._cycle0_ready(seed)})
+                first = [Cell(str(self.run_dir), config, seed, "", cell_progress) for seed in seeds]
+                for _cell, what in self.executor.map_unordered(run_cell, first):
+                    log.info("done: %s", what)
+                # phase 2: the cells
+                cells = [Cell(str(self.run_dir), config, seed, name, cell_progress) for seed, name in todo]
+                for cell, what in self.executor.map_unordered(run_cell, cells):
+                    log.info("done: %s under seed %d", what, cell.seed)
+                    self.write_results()
+                self.write_results()
+                return self.store.results()
+            finally:
+                self.close()
+
+    def _cycle0_ready(self, seed: int) -> bool:
+        return self._ckpt_path("", seed, 0).is_file()
+
+    def _train_cycle0(self, seed: int) -> None:
+        """The supervised cycle-0 model of ``seed``, shared by every strategy that trains supervised."""
+        if not self._cycle0_ready(seed):
+            self._train(None, "", seed, 0, self.initial_pool(seed))
 
     def sizes(self) -> tuple[int, int]:
         n = len(self.pool_ds)
@@ -143,6 +228,7 @@ class ActiveLearningRun:
         return self.run_dir / "checkpoints" / f"seed{seed}" / who / f"cycle{cycle}.pt"
 
     def _run_strategy(self, name: str, seed: int) -> None:
+        """All cycles of one cell; each step is skipped when the store says it is done."""
         cfg = self.cfg
         _, budget = self.sizes()
         pool = self.initial_pool(seed)
@@ -184,7 +270,7 @@ class ActiveLearningRun:
                     )
 
     def _train(
-        self, strategy: Strategy, name: str, seed: int, cycle: int, pool: Pool
+        self, strategy: Strategy | None, name: str, seed: int, cycle: int, pool: Pool
     ) -> tuple[Detector, Objective | None, dict[str, float]]:
         """The cycle's detector (trained, or loaded when its checkpoint exists) and the strategy's own
         objective with its trained modules (``None`` for supervised training)."""
@@ -192,7 +278,9 @@ class ActiveLearningRun:
         labeled = pool.labeled
         view = pool_view(self.pool_ds, pool)
         train_seed = derive_seed(seed, "train", cycle)
-        own = strategy.training_objective(view, labeled, pool.unlabeled, cfg.train, seed=train_seed)
+        own = None
+        if strategy is not None:
+            own = strategy.training_objective(view, labeled, pool.unlabeled, cfg.train, seed=train_seed)
         objective: Objective = own if own is not None else Supervised(view, labeled, seed=train_seed,
                                                                       augment=cfg.train.augment)  # fmt: skip
         path = self._ckpt_path(name, seed, cycle, objective.name)
@@ -227,6 +315,7 @@ class ActiveLearningRun:
         )  # fmt: skip
         with timer() as t:
             sel = strategy.select(ctx, budget)
+        setup_s = float(sel.info.get("setup_s", 0.0))
         picked = np.asarray(sel.indices, np.int64)
         if (
             len(picked) != budget
@@ -239,17 +328,20 @@ class ActiveLearningRun:
         image_ids = [self.pool_ds[int(i)].image_id for i in picked]
         self.store.record_selection(
             name, seed, cycle, picked.tolist(), image_ids, np.asarray(sel.scores, float).tolist(),
-            infer_s=infer_s, select_s=t["s"], info=sel.info,
+            infer_s=infer_s, select_s=t["s"] - setup_s, setup_s=setup_s, info=sel.info,
         )  # fmt: skip
-        log.info("[%s seed %d] cycle %d: selected %d images (infer %.1fs, select %.1fs)", name, seed, cycle + 1,
-                 budget, infer_s, t["s"])  # fmt: skip
+        log.info("[%s seed %d] cycle %d: selected %d images (infer %.1fs, set-up %.1fs, select %.1fs)", name, seed,
+                 cycle + 1, budget, infer_s, setup_s, t["s"] - setup_s)  # fmt: skip
         self.write_results()
 
     def write_results(self) -> None:
+        """``results.csv`` (a row per strategy, seed and cycle), ``results_per_class.csv`` (AP of each class)
+        and ``selections.csv`` (every pick with its rank and score), from one read of the store."""
+        rows, per_class, selections = self.store.snapshot()
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
         writer.writeheader()
-        for row in self.store.results():
+        for row in rows:
             writer.writerow(
                 {
                     k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))
@@ -257,3 +349,13 @@ class ActiveLearningRun:
                 }
             )
         atomic_write_text(self.run_dir / "results.csv", buf.getvalue())
+        buf = io.StringIO()
+        buf.write("strategy,seed,cycle,class,ap\n")
+        for strategy, seed, cycle, cls, ap in per_class:
+            buf.write(f"{strategy},{seed},{cycle},{json.dumps(cls)},{'' if ap is None else f'{ap:.6g}'}\n")
+        atomic_write_text(self.run_dir / "results_per_class.csv", buf.getvalue())
+        buf = io.StringIO()
+        buf.write("strategy,seed,cycle,rank,image_index,image_id,score\n")
+        for r in selections:
+            buf.write(",".join(str(v) for v in r[:6]) + f",{r[6]:.6g}\n")
+        atomic_write_text(self.run_dir / "selections.csv", buf.getvalue())

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS cycles (
     strategy TEXT NOT NULL, seed INTEGER NOT NULL, cycle INTEGER NOT NULL,
     n_labeled INTEGER NOT NULL, map REAL, metrics TEXT,
     train_s REAL, infer_s REAL, select_s REAL, eval_s REAL, train_loss REAL,
-    finished_at REAL,
+    finished_at REAL, setup_s REAL,
     PRIMARY KEY (strategy, seed, cycle)
 );
 CREATE TABLE IF NOT EXISTS selections (
@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 """
 
-RESULT_COLUMNS = ("strategy", "seed", "cycle", "n_labeled", "map", "train_s", "infer_s", "select_s", "eval_s")
+RESULT_COLUMNS = (
+    "strategy", "seed", "cycle", "n_labeled", "map", "train_s", "infer_s", "setup_s", "select_s", "eval_s",
+)  # fmt: skip
 
 
 class RunStore:
@@ -49,6 +51,9 @@ class RunStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(cycles)")}
+        if "setup_s" not in columns:  # a store written before strategy set-up was timed apart
+            self.db.execute("ALTER TABLE cycles ADD COLUMN setup_s REAL")
 
     def close(self) -> None:
         self.db.close()
@@ -79,9 +84,10 @@ class RunStore:
     ) -> None:  # fmt: skip
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO cycles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO cycles (strategy, seed, cycle, n_labeled, map, metrics, train_s, infer_s, "
+                "select_s, eval_s, train_loss, finished_at, setup_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (strategy, seed, cycle, n_labeled, map_value, json.dumps(metrics), train_s, infer_s, None, eval_s,
-                 train_loss, time.time()),
+                 train_loss, time.time(), None),
             )  # fmt: skip
 
     def cycle_row(self, strategy: str, seed: int, cycle: int) -> dict[str, Any] | None:
@@ -97,7 +103,8 @@ class RunStore:
 
     def record_selection(
         self, strategy: str, seed: int, cycle: int, indices: Sequence[int], image_ids: Sequence[int],
-        scores: Sequence[float], *, infer_s: float, select_s: float, info: dict[str, Any] | None = None,
+        scores: Sequence[float], *, infer_s: float, select_s: float, setup_s: float = 0.0,
+        info: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         """Store the picks of ``cycle`` and its selection timings, in one transaction."""
         rows = [
@@ -114,8 +121,8 @@ class RunStore:
                 (strategy, seed, cycle, json.dumps(info or {}, default=str)),
             )
             db.execute(
-                "UPDATE cycles SET infer_s=?, select_s=? WHERE strategy=? AND seed=? AND cycle=?",
-                (infer_s, select_s, strategy, seed, cycle),
+                "UPDATE cycles SET infer_s=?, select_s=?, setup_s=? WHERE strategy=? AND seed=? AND cycle=?",
+                (infer_s, select_s, setup_s, strategy, seed, cycle),
             )
 
     def selection(self, strategy: str, seed: int, cycle: int) -> list[int] | None:
@@ -135,6 +142,26 @@ class RunStore:
             "SELECT info FROM selection_info WHERE strategy=? AND seed=? AND cycle=?", (strategy, seed, cycle)
         ).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def snapshot(self) -> tuple[list[dict[str, Any]], list[tuple], list[tuple]]:
+        """Results, per-class AP and selections read in one transaction: a consistent view even while a
+        run writes (``mgral report`` on a running run)."""
+        self.db.execute("BEGIN")
+        try:
+            rows = self.results()
+            per_class = []
+            for strategy, seed, cycle, metrics in self.db.execute(
+                "SELECT strategy, seed, cycle, metrics FROM cycles ORDER BY strategy, seed, cycle"
+            ):
+                aps = (json.loads(metrics) if metrics else {}).get("AP", {})
+                per_class += [(strategy, seed, cycle, cls, ap) for cls, ap in aps.items()]
+            selections = self.db.execute(
+                "SELECT strategy, seed, cycle, rank, image_index, image_id, score FROM selections "
+                "ORDER BY strategy, seed, cycle, rank"
+            ).fetchall()
+        finally:
+            self.db.execute("COMMIT")
+        return rows, per_class, selections
 
     def results(self) -> list[dict[str, Any]]:
         cur = self.db.execute(

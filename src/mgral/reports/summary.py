@@ -1,4 +1,5 @@
-"""Curves of mAP against labeled images per strategy (mean and std over seeds) and their tables."""
+"""The numbers of a run: curves per strategy (mean and spread over seeds), normalised areas under them,
+paired comparisons over seeds, and where the time went."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from mgral.errors import InputError
 from mgral.loop.store import RunStore
-from mgral.utils import atomic_write_bytes, atomic_write_text
+
+TIME_PARTS = ("train_s", "infer_s", "setup_s", "select_s", "eval_s")
 
 
 def load_results(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -26,7 +29,7 @@ def load_results(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
-    """Per strategy: ``n_labeled``, ``mean``, ``std``, ``seeds`` (count) per cycle, and per-seed values."""
+    """Per strategy: ``n_labeled``, ``mean``, ``std``, ``seeds`` (count) per cycle."""
     by: dict[str, dict[int, dict[int, tuple[int, float]]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r["map"] is not None:
@@ -50,87 +53,118 @@ def normalized_auc(n_labeled: np.ndarray, values: np.ndarray) -> float:
     return float(np.trapezoid(values, n_labeled) / (n_labeled[-1] - n_labeled[0]))
 
 
-def seed_aucs(rows: list[dict[str, Any]], strategy: str) -> np.ndarray:
-    """Normalised AUC of each seed's curve that reached every cycle of the strategy."""
+def seed_auc_map(rows: list[dict[str, Any]], strategy: str) -> dict[int, float]:
+    """Normalised AUC of each seed whose curve reached every cycle the strategy reached."""
     per_seed: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         if r["strategy"] == strategy and r["map"] is not None:
             per_seed[r["seed"]].append((r["n_labeled"], r["map"]))
     longest = max((len(v) for v in per_seed.values()), default=0)
-    out = []
-    for pts in per_seed.values():
+    out = {}
+    for seed, pts in per_seed.items():
         if len(pts) == longest:
             pts.sort()
-            out.append(normalized_auc(np.array([p[0] for p in pts]), np.array([p[1] for p in pts])))
-    return np.array(out)
+            out[seed] = normalized_auc(np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+    return out
 
 
-def markdown_table(rows: list[dict[str, Any]], metric: str = "mAP") -> str:
+def seed_aucs(rows: list[dict[str, Any]], strategy: str) -> np.ndarray:
+    return np.array(list(seed_auc_map(rows, strategy).values()))
+
+
+def paired_difference(rows: list[dict[str, Any]], strategy: str, other: str) -> dict[str, Any]:
+    """AUC of ``strategy`` minus that of ``other``, paired by seed: mean, Student-t 95% interval, two-sided
+    p-value of the paired t-test, and the per-seed differences. Seeds are paired because every strategy of
+    a seed starts from the same labeled set and cycle-0 model."""
+    a, b = seed_auc_map(rows, strategy), seed_auc_map(rows, other)
+    seeds = sorted(set(a) & set(b))
+    diffs = np.array([a[s] - b[s] for s in seeds])
+    out: dict[str, Any] = {
+        "n": len(seeds),
+        "diffs": diffs.tolist(),
+        "mean": float(diffs.mean()) if len(diffs) else None,
+    }
+    if len(diffs) >= 2:
+        sd = float(diffs.std(ddof=1))
+        half = float(stats.t.ppf(0.975, len(diffs) - 1) * sd / np.sqrt(len(diffs)))
+        out["ci"] = [out["mean"] - half, out["mean"] + half]
+        out["p"] = (
+            float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+            if sd > 0
+            else (0.0 if out["mean"] else 1.0)
+        )
+    return out
+
+
+def time_breakdown(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per strategy, seconds per seed spent in training, pool inference, strategy set-up, selection and
+    evaluation (summed over cycles, averaged over seeds)."""
+    sums: dict[str, dict[int, dict[str, float]]] = defaultdict(
+        lambda: defaultdict(lambda: dict.fromkeys(TIME_PARTS, 0.0))
+    )
+    for r in rows:
+        for k in TIME_PARTS:
+            sums[r["strategy"]][r["seed"]][k] += float(r.get(k) or 0.0)
+    return {
+        s: {k: float(np.mean([d[k] for d in per.values()])) for k in TIME_PARTS} for s, per in sums.items()
+    }
+
+
+def summary(rows: list[dict[str, Any]], reference: str = "random") -> dict[str, Any]:
+    """Everything the report's table shows, as plain data."""
     cs = curves(rows)
-    if not cs:
+    out: dict[str, Any] = {"strategies": {}, "reference": reference if reference in cs else None}
+    for s, c in sorted(cs.items()):
+        aucs = seed_aucs(rows, s)
+        row: dict[str, Any] = {
+            "n_labeled": c["n_labeled"].tolist(), "mean": c["mean"].tolist(), "std": c["std"].tolist(),
+            "seeds": c["seeds"].tolist(), "auc_mean": float(aucs.mean()) if len(aucs) else None,
+            "auc_std": float(aucs.std()) if len(aucs) else None, "auc_seeds": len(aucs),
+        }  # fmt: skip
+        if reference in cs and s != reference:
+            row["vs_reference"] = paired_difference(rows, s, reference)
+        out["strategies"][s] = row
+    out["time"] = time_breakdown(rows)
+    return out
+
+
+def markdown_table(rows: list[dict[str, Any]], metric: str = "mAP", reference: str = "random") -> str:
+    s = summary(rows, reference)
+    if not s["strategies"]:
         return "(no finished cycles yet)\n"
-    sizes = sorted({int(n) for c in cs.values() for n in c["n_labeled"]})
-    head = f"| strategy | {' | '.join(str(s) for s in sizes)} | AUC |"
-    lines = [
-        f"{metric} (mean ± std over seeds) by number of labeled images",
-        "",
-        head,
-        "|" + " --- |" * (len(sizes) + 2),
-    ]
-    for strategy, c in sorted(cs.items()):
+    sizes = sorted({int(n) for r in s["strategies"].values() for n in r["n_labeled"]})
+    ref = s["reference"]
+    head = f"| strategy | {' | '.join(str(n) for n in sizes)} | AUC |" + (
+        f" AUC - {ref} (95% CI, p) |" if ref else ""
+    )
+    lines = [f"{metric} (mean ± std over seeds) by number of labeled images; AUC: normalised area under the curve", "",
+             head, "|" + " --- |" * (len(sizes) + 2 + (1 if ref else 0))]  # fmt: skip
+    for name, r in s["strategies"].items():
         cells = []
-        for s in sizes:
-            hit = np.nonzero(c["n_labeled"] == s)[0]
-            if len(hit):
-                k = hit[0]
+        for n in sizes:
+            if n in r["n_labeled"]:
+                k = r["n_labeled"].index(n)
                 cells.append(
-                    f"{c['mean'][k]:.4f} ± {c['std'][k]:.4f}" if c["seeds"][k] > 1 else f"{c['mean'][k]:.4f}"
+                    f"{r['mean'][k]:.4f} ± {r['std'][k]:.4f}" if r["seeds"][k] > 1 else f"{r['mean'][k]:.4f}"
                 )
             else:
                 cells.append("")
-        aucs = seed_aucs(rows, strategy)
-        auc = (
-            f"{aucs.mean():.4f} ± {aucs.std():.4f}"
-            if len(aucs) > 1
-            else (f"{aucs[0]:.4f}" if len(aucs) else "")
-        )
-        lines.append(f"| {strategy} | {' | '.join(cells)} | {auc} |")
+        auc = "" if r["auc_mean"] is None else (f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}" if r["auc_seeds"] > 1
+                                                 else f"{r['auc_mean']:.4f}")  # fmt: skip
+        line = f"| {name} | {' | '.join(cells)} | {auc} |"
+        if ref:
+            line += f" {_paired(r.get('vs_reference'))} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "", metric: str = "mAP") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for strategy, c in sorted(curves(rows).items()):
-        ax.plot(c["n_labeled"], c["mean"], marker="o", label=strategy)
-        if (c["seeds"] > 1).any():
-            ax.fill_between(c["n_labeled"], c["mean"] - c["std"], c["mean"] + c["std"], alpha=0.2)
-    ax.set_xlabel("labeled images")
-    ax.set_ylabel(metric)
-    ax.set_title(title or f"{metric} against labeled images")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+def _paired(d: dict[str, Any] | None) -> str:
+    if d is None or d["mean"] is None:
+        return ""
+    if "ci" not in d:
+        return f"{d['mean']:+.4f} (1 seed)"
+    return f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], p={d['p']:.2g}, {d['n']} seeds"
 
 
-def write_report(run_dir: str | Path, metric: str = "mAP", title: str = "") -> tuple[Path, Path, str]:
-    """Write ``report.png`` and ``report.md`` into ``run_dir``; return their paths and the table."""
-    run_dir = Path(run_dir)
-    rows = load_results(run_dir)
-    if not rows:
-        raise InputError(run_dir, "the run has no finished cycle yet")
-    table = markdown_table(rows, metric)
-    png, md = run_dir / "report.png", run_dir / "report.md"
-    plot_curves(rows, png, title, metric)
-    atomic_write_text(md, f"# {title or run_dir.name}\n\n![curves](report.png)\n\n{table}")
-    return png, md, table
+__all__ = ["curves", "markdown_table", "normalized_auc", "paired_difference", "seed_aucs", "summary",
+           "time_breakdown"]  # fmt: skip

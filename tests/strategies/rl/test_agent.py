@@ -12,8 +12,9 @@ from mgral.loop.store import RunStore
 from mgral.strategies.base import StrategyState
 from mgral.strategies.rl import reward as reward_mod
 
-FAST = ["strategy_params.mgral.iterations=6", "strategy_params.mgral.table_size=3", "strategy_params.mgral.proxy_steps=3",
-        "strategy_params.mgral.base_iterations=6"]  # fmt: skip
+FAST = ["strategy_params.mgral.iterations=6", "strategy_params.mgral.table_size=3", "strategy_params.mgral.passes=0.5",
+        "strategy_params.mgral.base_iterations=6", "strategy_params.mgral.true_every=3", "strategy_params.mgral.presize=1",
+        "strategy_params.mgral.rescore_top=2"]  # fmt: skip
 
 
 def _cfg(*extra):
@@ -39,13 +40,16 @@ def reference(tmp_path_factory):
     return out, _picks(out)
 
 
-def test_mgral_smoke_run_records_both_batches(reference):
+def test_mgral_smoke_run_records_the_alternatives(reference):
     _, (picks, info, rows) = reference
     assert len(picks) == 20 and len(set(picks)) == 20
-    assert info["final"] == "best" and len(info["best_batch"]) == 20 and len(info["greedy_batch"]) == 20
-    assert sorted(picks) == sorted(info["best_batch"])
-    assert info["true_rewards"] >= 3 and info["table_size"] >= 3 and len(info["rewards"]) == 6
-    assert info["best_value"] == max(info["rewards"])
+    assert info["final"] == "rescore" and len(info["best_batch"]) == 20 and len(info["greedy_batch"]) == 20
+    # the chosen batch is the re-scored candidate with the best true reward
+    trues = [r["true"] for r in info["rescored"]]
+    assert len(trues) == 3 and sorted(picks) == sorted(info["rescored"][int(np.argmax(trues))]["batch"])
+    # 3 random records + presized ones (40 = 2b fits in half the pool of 100) + every 3rd search iteration
+    assert info["kinds"].count("true") == 2 and len(info["rewards"]) == 6
+    assert info["records"] == 3 + 1 + 2
     assert len(rows) == 3
 
 
@@ -63,6 +67,9 @@ def test_the_policy_carries_over_to_the_next_cycle(tmp_path, monkeypatch):
     finally:
         store.close()
     assert cycle0["iteration"] == 6 and cycle1["iteration"] == 6
+    assert len(cycle1["records"]["rewards"]) > len(
+        cycle0["records"]["rewards"]
+    )  # the records carried over too
     from mgral.strategies.rl.policy import LSTMPolicy
     from mgral.utils import derive_seed
 
@@ -142,10 +149,14 @@ def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypa
     "option, check",
     [
         ("final=greedy", lambda info, picks: sorted(picks) == sorted(info["greedy_batch"])),
-        ("estimator=kernel", lambda info, picks: info["true_rewards"] == 3 and info["table_estimates"] == 6),
-        ("estimator=none", lambda info, picks: info["true_rewards"] == 9 and info["table_estimates"] == 0),
-        ("feature=mean", lambda info, picks: info["table_size"] >= 3),
-        ("pseudo_labels=supervised", lambda info, picks: info["base_map"] is not None),
+        ("final=best", lambda info, picks: sorted(picks) == sorted(info["best_batch"])),
+        ("estimator=table", lambda info, picks: info["records"] >= 4),
+        ("estimator=kernel", lambda info, picks: info["estimates"] == 4),
+        ("estimator=gp", lambda info, picks: info["estimates"] == 4),
+        ("estimator=none", lambda info, picks: info["estimates"] == 0 and info["kinds"] == ["true"] * 6),
+        ("feature=mean", lambda info, picks: info["records"] >= 4),
+        ("feature=histogram", lambda info, picks: info["records"] >= 4),
+        ("proxy=semi", lambda info, picks: info["base_map"] is not None),
     ],
 )
 def test_each_option_runs_and_does_what_it_says(tmp_path, option, check):
@@ -155,28 +166,22 @@ def test_each_option_runs_and_does_what_it_says(tmp_path, option, check):
     assert check(info, picks), info
 
 
-@pytest.mark.parametrize("labels", ["semi", "supervised"])
-def test_no_model_that_saw_the_holdout_touches_the_reward(tmp_path, monkeypatch, labels):
-    """The reward's base detector (which also labels the batch) trains on the labeled images minus the
-    hold-out, whichever the pseudo-labels' source."""
+def test_no_model_that_saw_a_fold_touches_its_measurement(tmp_path, monkeypatch):
+    """The reward's fold models (which also label the batch) train on the labeled images minus their fold."""
     seen = []
-    from mgral.training import semi_supervised, supervised
+    from mgral.training import supervised
 
-    real_sup, real_semi = supervised.Supervised.__init__, semi_supervised.SemiSupervised.__init__
+    real = supervised.Supervised.__init__
 
-    def spy_sup(self, dataset, indices, **kw):
-        seen.append(("supervised", len(indices)))
-        real_sup(self, dataset, indices, **kw)
+    def spy(self, dataset, indices, **kw):
+        seen.append(sorted(int(i) for i in indices))
+        real(self, dataset, indices, **kw)
 
-    def spy_semi(self, dataset, labeled, unlabeled, semi, **kw):
-        seen.append(("semi", len(labeled)))
-        real_semi(self, dataset, labeled, unlabeled, semi, **kw)
-
-    monkeypatch.setattr(supervised.Supervised, "__init__", spy_sup)
-    monkeypatch.setattr(semi_supervised.SemiSupervised, "__init__", spy_semi)
-    ActiveLearningRun(_cfg("loop.cycles=2", f"strategy_params.mgral.pseudo_labels={labels}"), tmp_path).run()
-    # the cycle models train on 20 and 40 images; the reward's base on 20 minus the hold-out of 8
-    assert seen == [("supervised", 20), (labels, 12), ("supervised", 40)]
+    monkeypatch.setattr(supervised.Supervised, "__init__", spy)
+    ActiveLearningRun(_cfg("loop.cycles=2"), tmp_path).run()
+    cycle0, fold_a, fold_b = seen[0], seen[1], seen[2]
+    assert len(cycle0) == 20 and len(fold_a) == len(fold_b) == 10
+    assert sorted(fold_a + fold_b) == cycle0  # two disjoint halves: each fold model never saw the other fold
 
 
 def test_bad_options_are_input_errors():

@@ -33,13 +33,16 @@ def test_agent_state_round_trips_through_the_state_handle():
     emb = torch.randn(30, 256)
     rollout, pos = collect_rollout(policy, emb, 5, np.random.default_rng(0).random(30))
     reinforce_update(policy, opt, emb, rollout, 0.6, 0.4, 0.5)
-    state = AgentState(iteration=3, baseline=0.5, best=pos.tolist(), best_value=0.61, true_calls=4,
+    state = AgentState(iteration=3, baseline=0.5, true_calls=4, truths={"1,2": 0.3},
                        history=[{"reward": 0.6, "kind": "true", "baseline": 0.5}], policy=policy.state_dict(),
-                       optimizer=opt.state_dict(), table={"k": 5, "features": [[0.1, 0.2]], "rewards": [0.3]})  # fmt: skip
+                       optimizer=opt.state_dict(), records={"features": [[0.1, 0.2]], "rewards": [0.3], "groups": [0],
+                                                            "kinds": ["random"]})  # fmt: skip
+    state.remember(pos.tolist(), 0.61, "true", keep=2)
     handle = StrategyState(MemoryStore(), "s")
     handle.put("search", state.to_dict())  # safe formats only: loads with weights_only=True
     again = AgentState.from_dict(handle.get("search"))
-    assert again.iteration == 3 and again.best == pos.tolist() and again.history == state.history
+    assert again.iteration == 3 and again.best == state.best and again.history == state.history
+    assert again.truths == {"1,2": 0.3} and again.records == state.records
     restored = LSTMPolicy(seed=2)
     restored.load_state_dict(again.policy)
     for a, b in zip(policy.parameters(), restored.parameters()):
@@ -72,3 +75,17 @@ def test_rollout_greedy_and_pick_probabilities(n, b):
     # the greedy decoding takes an unforced image exactly when its probability exceeds 1/2
     free = ~policy.sample(emb, b, None).forced
     np.testing.assert_array_equal(np.isin(np.arange(n), greedy)[free], probs[free] > 0.5)
+
+
+def test_remember_keeps_the_best_distinct_batches():
+    s = AgentState()
+    for pos, v in (([1, 2], 0.1), ([3, 4], 0.5), ([2, 1], 0.9), ([5, 6], 0.3), ([7, 8], 0.2)):
+        s.remember(pos, v, "table", keep=3)
+    assert [c["positions"] for c in s.best] == [[3, 4], [5, 6], [7, 8]] or [c["value"] for c in s.best] == [
+        0.5,
+        0.3,
+        0.2,
+    ]
+    # [2, 1] is [1, 2] again: not a new batch, whatever value it was given
+    assert [c["positions"] for c in s.best] == [[3, 4], [5, 6], [7, 8]]
+    assert [c["value"] for c in s.best] == [0.5, 0.3, 0.2]

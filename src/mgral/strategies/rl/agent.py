@@ -1,16 +1,27 @@
 """The registered strategy ``mgral``: MGRAL's REINFORCE search over exactly-b batches (paper III-C to III-F).
 
-Per cycle: standardise the pool's embeddings; fill the look-up table with ``table_size`` random batches
-and their true rewards; then for ``iterations`` steps collect an exactly-``b`` rollout, estimate its reward
-(the estimator, or the true reward when the estimator declines, which then grows the table), and take an
-Adam step on ``-(reward - baseline) * log pi(rollout)``, ``baseline`` being the moving average
-``baseline <- decay * baseline + (1 - decay) * reward`` (decay 0.5, updated after the step). The batch
-finally selected is the best one seen (``final=best``) or the greedy decoding of the trained policy
-(``final=greedy``); both are recorded. The policy's weights carry over from one cycle to the next.
+Per cycle:
 
-Resume: the search's :class:`~mgral.strategies.rl.search.AgentState` goes to ``ctx.state`` every
-``checkpoint_every`` iterations; every draw comes from a generator seeded by ``(seed, cycle, iteration)``,
-so a search killed mid-way and resumed picks the same batch as an uninterrupted one.
+1. **Features.** The pool's embeddings are standardised for the policy; a batch featurizer is built from
+   the detector's predictions and embeddings (:mod:`.features`).
+2. **Table.** ``table_size`` random batches get their true (proxy) reward (:mod:`.reward`) and join the
+   records kept from earlier cycles (:class:`~.estimators.Records`); at the first selection, ``presize``
+   random sets of each larger size (2b, 3b, ... up to the run's budget) are recorded too — the paper's
+   table "for a series of labeled dataset sizes" — so the records span the sizes the run goes through.
+3. **Search.** ``iterations`` times: collect an exactly-b rollout of the LSTM policy, take its estimated
+   reward (the estimator fitted on the records), or its true reward when the estimator declines and every
+   ``true_every`` iterations (those rollouts join the records, so the estimator is corrected where the
+   policy goes), and take an Adam step on ``-(reward - baseline) * log pi(rollout)``, the baseline being
+   the moving average ``baseline <- decay * baseline + (1 - decay) * reward`` (decay 0.5, after the step).
+4. **Final batch.** The maximum of noisy estimates is biased upwards (the winner's curse), so by default
+   (``final=rescore``) the ``rescore_top`` best batches seen and the policy's greedy decoding are scored
+   with the true reward and the best of those is taken. ``best`` (the highest value seen) and ``greedy``
+   (the trained policy decoded) are the alternatives; all three are recorded.
+
+The policy's weights carry over from one cycle to the next, and so do the records. Resume: the search's
+:class:`~.search.AgentState` goes to ``ctx.state`` every ``checkpoint_every`` iterations; every draw comes
+from a generator seeded by ``(seed, cycle, iteration)`` and a reward is a deterministic function of the
+batch, so a search killed mid-way and resumed picks the same batch as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,8 +35,13 @@ import numpy as np
 import torch
 
 from mgral.strategies.base import Selection, SelectionContext, Strategy, register_strategy
-from mgral.strategies.rl.estimators import Estimator, KernelEstimator, LookupTable, NoEstimator
-from mgral.strategies.rl.features import BatchFeaturizer, HistogramFeaturizer, MeanFeaturizer
+from mgral.strategies.rl.estimators import Estimator, Records, make_estimator
+from mgral.strategies.rl.features import (
+    BatchFeaturizer,
+    CompositionFeaturizer,
+    HistogramFeaturizer,
+    MeanFeaturizer,
+)
 from mgral.strategies.rl.policy import LSTMPolicy
 from mgral.strategies.rl.reward import ProxyReward, RewardConfig
 from mgral.strategies.rl.search import (
@@ -44,38 +60,52 @@ log = logging.getLogger(__name__)
 class MgralOptions:
     """Options of ``mgral`` (CPU-sized defaults; the presets set the paper's)."""
 
-    iterations: int = 30  # REINFORCE steps per cycle (paper: 2,200 VOC, 800 COCO)
+    iterations: int = 200  # REINFORCE steps per cycle (paper: 2,200 VOC, 800 COCO)
     lr: float = 1e-3  # Adam's learning rate of the policy
     baseline_decay: float = 0.5  # of the moving-average baseline mAP_ref (paper: 0.5)
-    table_size: int = 8  # random batches pre-computed per cycle (paper: 200 VOC, 30 COCO)
+    table_size: int = 16  # random batches with true rewards per cycle (paper: 200 VOC, 30 COCO)
+    presize: int = 2  # at the first selection: random sets per larger size (2b .. the budget), 0 = none
+    true_every: int = 10  # every N-th search iteration the rollout's true reward is computed and recorded
+    estimator: Literal["ridge", "table", "gp", "kernel", "none"] = "ridge"
     neighbours: int = 5  # of the table's inverse-distance estimate
-    estimator: Literal["table", "kernel", "none"] = "table"  # none: always the true reward
-    feature: Literal["histogram", "mean"] = "histogram"  # the batch feature
-    clusters: int = 16  # k-means clusters of the histogram feature
-    final: Literal["best", "greedy"] = "best"
+    feature: Literal["composition", "histogram", "mean"] = "composition"  # the batch feature
+    clusters: int = 16  # k-means clusters of the batch features
+    final: Literal["rescore", "best", "greedy"] = "rescore"
+    rescore_top: int = 4  # batches re-scored with the true reward for final=rescore (plus the greedy one)
     reward: Literal["pseudo", "oracle"] = "pseudo"  # oracle: the batch's true labels (simulation only)
-    pseudo_labels: Literal["semi", "supervised"] = (
-        "semi"  # the reward's base detector (never saw the hold-out)
-    )
-    holdout: float = 0.2  # fraction of the labeled images the reward's mAP is measured on
-    base_iterations: int = 0  # the reward's base detector; 0 = the run's train.iterations
-    proxy_steps: int = 20  # head fine-tuning iterations per true reward
-    proxy_lr: float = 1e-3
-    pseudo_threshold: float = 0.5
+    proxy: Literal["head", "semi"] = "head"  # the proxy detector (see strategies/rl/reward.py)
+    head_init: Literal["fresh", "fold"] = "fresh"  # head proxy: a fresh head, or the fold model's own
+    folds: int = 2  # cross-fitted hold-outs of the labeled set the reward is measured on
+    base_iterations: int = 0  # the fold models' training; 0 = the run's train.iterations
+    passes: float = 2.0  # passes of the proxy over the batch
+    batch_per_step: int = 8
+    labeled_per_step: int = 8
+    proxy_lr: float = 0.0  # 0 = the proxy's default
+    pseudo_threshold: float = 0.5  # pseudo-boxes from detections scoring at least this
+    ignore_threshold: float = 0.2  # ... and ignored regions from those between this and pseudo_threshold
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
-        if self.iterations < 0 or self.table_size < 0:
-            raise ValueError("iterations and table_size must be >= 0")
+        for key in ("iterations", "table_size", "presize", "true_every", "rescore_top"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
-        if not 0 < self.holdout < 1:
-            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+        self.reward_config()  # checks the reward's options
 
     def reward_config(self) -> RewardConfig:
-        return RewardConfig(kind=self.reward, pseudo_labels=self.pseudo_labels, holdout=self.holdout,
-                            base_iterations=self.base_iterations, steps=self.proxy_steps, lr=self.proxy_lr,
-                            pseudo_threshold=self.pseudo_threshold)  # fmt: skip
+        return RewardConfig(kind=self.reward, proxy=self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations,
+                            passes=self.passes, batch_per_step=self.batch_per_step,
+                            labeled_per_step=self.labeled_per_step, lr=self.proxy_lr,
+                            pseudo_threshold=self.pseudo_threshold, ignore_threshold=self.ignore_threshold)  # fmt: skip
+
+
+def labeled_class_counts(ctx: SelectionContext) -> np.ndarray:
+    """Ground-truth objects per class in the labeled set."""
+    counts = np.zeros(ctx.dataset.num_classes, np.int64)
+    for i in ctx.labeled:
+        np.add.at(counts, ctx.dataset[int(i)].labels, 1)
+    return counts
 
 
 @register_strategy
@@ -83,47 +113,44 @@ class MgralStrategy(Strategy):
     """Mean-AP guided reinforced selection (see the module docstring)."""
 
     name = "mgral"
-    needs = frozenset({"embeddings", "training"})  # + oracle, by the options
+    needs = frozenset({"predictions", "embeddings", "training"})  # + oracle, by the options
     Options = MgralOptions
     options: MgralOptions
 
     def __init__(self, options: MgralOptions | None = None) -> None:
         super().__init__(options)
-        needs = {"embeddings", "training"}
+        needs = {"predictions", "embeddings", "training"}
         if self.options.reward == "oracle":
             needs.add("oracle")
         self.needs = frozenset(needs)
 
     # ------------------------------------------------------------------ parts
-    def featurizer(self, emb: np.ndarray, seed: int) -> BatchFeaturizer:
-        if self.options.feature == "mean":
+    def featurizer(self, ctx: SelectionContext, emb: np.ndarray) -> BatchFeaturizer:
+        opts = self.options
+        if opts.feature == "mean":
             return MeanFeaturizer(emb)
-        return HistogramFeaturizer(emb, self.options.clusters, seed)
+        if opts.feature == "histogram":
+            return HistogramFeaturizer(emb, opts.clusters, ctx.seed)
+        return CompositionFeaturizer(ctx.embeddings_unlabeled, ctx.embeddings_labeled, ctx.predictions,
+                                     labeled_class_counts(ctx), softmax=ctx.softmax, threshold=opts.pseudo_threshold,
+                                     clusters=opts.clusters, seed=ctx.seed)  # fmt: skip
 
-    def estimator(self, table: LookupTable) -> Estimator:
-        if self.options.estimator == "kernel":
-            return KernelEstimator(table)
-        if self.options.estimator == "none":
-            return NoEstimator()
-        return table
+    def estimator(self) -> Estimator:
+        return make_estimator(self.options.estimator, self.options.neighbours)
 
     def reward(self, ctx: SelectionContext) -> ProxyReward:
-        opts = self.options
         if ctx.workdir is not None:
             ctx.workdir.mkdir(parents=True, exist_ok=True)
-        return ProxyReward(
-            opts.reward_config(), ctx.training, dataset=ctx.dataset, labeled=ctx.labeled, unlabeled=ctx.unlabeled,
-            seed=ctx.seed, cycle=ctx.cycle, workdir=ctx.workdir,
-            oracle=ctx.oracle if opts.reward == "oracle" else None, progress=ctx.progress,
-        )  # fmt: skip
+        return ProxyReward(self.options.reward_config(), ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
+                           unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, workdir=ctx.workdir,
+                           oracle=ctx.oracle if self.options.reward == "oracle" else None,
+                           progress=ctx.progress)  # fmt: skip
 
-    def _fresh(self, ctx: SelectionContext, budget: int, n: int) -> tuple[LSTMPolicy, AgentState]:
-        policy = LSTMPolicy(seed=derive_seed(ctx.seed, "policy"))
-        carried = ctx.state.get("policy")  # the previous cycle's trained policy
-        if carried is not None:
-            policy.load_state_dict(carried)
-        policy.set_budget_prior(budget, n)
-        return policy, AgentState()
+    def presizes(self, ctx: SelectionContext, budget: int) -> list[int]:
+        """Sizes of the first selection's extra records: 2b, 3b, ... while they fit in the pool."""
+        if self.options.presize == 0 or ctx.cycle != 0 or ctx.state.get("records") is not None:
+            return []
+        return [k * budget for k in range(2, 8) if k * budget <= len(ctx.unlabeled) // 2][:3]
 
     # ------------------------------------------------------------------ select
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
@@ -132,49 +159,66 @@ class MgralStrategy(Strategy):
         raw = ctx.embeddings_unlabeled.astype(np.float64)
         emb_np = ((raw - raw.mean(0)) / (raw.std(0) + 1e-6)).astype(np.float32)
         emb, n = torch.as_tensor(emb_np), len(emb_np)
-        featurize = self.featurizer(emb_np, ctx.seed)
+        featurize = self.featurizer(ctx, emb_np)
         reward_fn = self.reward(ctx)
         key = f"search/cycle{ctx.cycle}"
 
         saved = ctx.state.get(key)
+        policy = LSTMPolicy(seed=derive_seed(ctx.seed, "policy"))
         if saved is not None:
             state = AgentState.from_dict(saved)
-            policy = LSTMPolicy(seed=derive_seed(ctx.seed, "policy"))
             assert state.policy is not None
             policy.load_state_dict(state.policy)
             log.info("mgral: resuming the search of cycle %d at iteration %d", ctx.cycle + 1, state.iteration)
         else:
-            policy, state = self._fresh(ctx, budget, n)
+            carried = ctx.state.get("policy")  # the previous cycle's trained policy
+            if carried is not None:
+                policy.load_state_dict(carried)
+            policy.set_budget_prior(budget, n)
+            previous = ctx.state.get("records")
+            state = AgentState(records=previous if previous is not None else Records().state_dict(),
+                               presizes=self.presizes(ctx, budget))  # fmt: skip
         opt = torch.optim.Adam(policy.parameters(), lr=opts.lr)
         if state.optimizer is not None:
             opt.load_state_dict(state.optimizer)
-        table = LookupTable.from_state(state.table) if state.table else LookupTable(k=opts.neighbours)
-        estimator = self.estimator(table)
+        records = Records.from_state(state.records)
+        estimator = self.estimator()
+        estimator.fit(records)
 
         def checkpoint() -> None:
             ctx.state.put(key, replace(state, policy=policy.state_dict(), optimizer=opt.state_dict(),
-                                       table=table.state_dict()).to_dict())  # fmt: skip
+                                       records=records.state_dict()).to_dict())  # fmt: skip
 
         def true_reward(positions: np.ndarray) -> float:
-            state.true_calls += 1
-            return reward_fn(ctx.unlabeled[positions])
+            """The proxy reward of a batch of positions, computed once per batch and cycle."""
+            k = ",".join(map(str, np.sort(positions).tolist()))
+            if k not in state.truths:
+                state.true_calls += 1
+                state.truths[k] = reward_fn(ctx.unlabeled[positions])
+            return state.truths[k]
 
-        # -------------------------------------------------------------- look-up table
-        with progress_bar(
-            opts.table_size, "mgral table", enabled=ctx.progress, initial=state.table_filled
-        ) as bar:
-            while state.table_filled < opts.table_size:
+        # -------------------------------------------------------------- records: random batches (and sizes)
+        t_setup = time.perf_counter()
+        reward_fn.prepare()  # the fold models: set-up, like the table
+        plan = [(budget, j) for j in range(opts.table_size)]
+        plan += [(size, j) for size in state.presizes for j in range(opts.presize)]
+        with progress_bar(len(plan), "mgral table", enabled=ctx.progress, initial=state.table_filled) as bar:
+            while state.table_filled < len(plan):
+                size, j = plan[state.table_filled]
                 pos = np.sort(
-                    rng_for(ctx.seed, "table", ctx.cycle, state.table_filled).choice(
-                        n, size=budget, replace=False
-                    )
+                    rng_for(ctx.seed, "table", ctx.cycle, size, j).choice(n, size=size, replace=False)
                 )
-                table.add(featurize(pos), true_reward(pos))
+                records.add(
+                    featurize(pos), true_reward(pos), ctx.cycle, "random" if size == budget else "presize"
+                )
                 state.table_filled += 1
                 bar.update(1)
                 checkpoint()
+        estimator.fit(records)
+        offset = records.offset(ctx.cycle)
+        setup_s = time.perf_counter() - t_setup
         if state.baseline is None:
-            state.baseline = float(np.mean(table.rewards)) if len(table) else 0.0
+            state.baseline = 0.0  # rewards are centred on the cycle's random records
 
         # -------------------------------------------------------------- REINFORCE
         with progress_bar(
@@ -187,41 +231,55 @@ class MgralStrategy(Strategy):
                 )
                 feat = featurize(pos)
                 value, kind = estimator.estimate(feat), str(opts.estimator)
-                if value is None:
-                    value, kind = true_reward(pos), "true"
-                    table.add(feat, value)
+                if value is None or (opts.true_every and (t + 1) % opts.true_every == 0):
+                    truth = true_reward(pos)
+                    if value is not None:  # the estimate of a policy batch next to its true reward
+                        state.fidelity.append([float(value), truth - offset])
+                    records.add(feat, truth, ctx.cycle, "policy")
+                    estimator.fit(records)
+                    value, kind = truth - offset, "true"
                 state.baseline = reinforce_update(
                     policy, opt, emb, rollout, value, state.baseline, opts.baseline_decay
                 )
-                if value > state.best_value:
-                    state.best_value, state.best = float(value), pos.tolist()
+                state.remember(pos.tolist(), float(value), kind, keep=max(opts.rescore_top, 1))
                 state.history.append(
                     {"reward": float(value), "kind": kind, "baseline": float(state.baseline)}
                 )
                 state.iteration = t + 1
                 bar.update(1)
-                bar.set_postfix(reward=f"{value:.4f}", baseline=f"{state.baseline:.4f}")
+                bar.set_postfix(reward=f"{value:+.4f}", baseline=f"{state.baseline:+.4f}")
                 if opts.checkpoint_every and state.iteration % opts.checkpoint_every == 0:
                     checkpoint()
         checkpoint()
 
         # -------------------------------------------------------------- final batch
         greedy = greedy_batch(policy, emb, budget)
-        greedy_est = table.estimate(featurize(greedy)) if len(table) else None
-        best = np.asarray(state.best if state.best is not None else greedy, np.int64)
+        greedy_est = estimator.estimate(featurize(greedy))
+        best = np.asarray(state.best[0]["positions"], np.int64) if state.best else greedy
+        rescored: list[dict[str, Any]] = []
         chosen = best if opts.final == "best" else greedy
+        if opts.final == "rescore":
+            candidates = [np.asarray(c["positions"], np.int64) for c in state.best[: opts.rescore_top]] + [
+                greedy
+            ]
+            for c in candidates:
+                rescored.append({"batch": ctx.unlabeled[c].tolist(), "true": true_reward(c) - offset})
+            chosen = candidates[int(np.argmax([r["true"] for r in rescored]))]
+            checkpoint()
         probs = pick_probabilities(policy, emb, chosen)
         ctx.state.put("policy", {k: v.clone() for k, v in policy.state_dict().items()})
+        ctx.state.put("records", records.state_dict())
         kinds = [h["kind"] for h in state.history]
         info: dict[str, Any] = {
-            "final": opts.final, "best_value": state.best_value, "greedy_estimate": greedy_est,
-            "best_batch": ctx.unlabeled[best].tolist(), "greedy_batch": ctx.unlabeled[greedy].tolist(),
-            "table_size": len(table), "true_rewards": state.true_calls, "table_estimates": len(kinds) - kinds.count("true"),
-            "base_map": reward_fn.base_map, "rewards": [h["reward"] for h in state.history],
-            "seconds": time.perf_counter() - t0,
+            "final": opts.final, "best_value": state.best[0]["value"] if state.best else None,
+            "greedy_estimate": greedy_est, "best_batch": ctx.unlabeled[best].tolist(),
+            "greedy_batch": ctx.unlabeled[greedy].tolist(), "rescored": rescored, "records": len(records),
+            "true_rewards": state.true_calls, "estimates": len(kinds) - kinds.count("true"),
+            "base_map": reward_fn.base_map, "offset": offset, "rewards": [h["reward"] for h in state.history],
+            "kinds": kinds, "fidelity": state.fidelity, "setup_s": setup_s, "seconds": time.perf_counter() - t0,
         }  # fmt: skip
-        log.info("mgral: cycle %d search done: %d iterations, %d true rewards, best %.4f", ctx.cycle + 1,
-                 opts.iterations, state.true_calls, state.best_value)  # fmt: skip
+        log.info("mgral: cycle %d search done: %d iterations, %d true rewards, %d records", ctx.cycle + 1,
+                 opts.iterations, state.true_calls, len(records))  # fmt: skip
         order = np.argsort(-probs[chosen], kind="stable")
         return Selection(ctx.unlabeled[chosen[order]], probs[chosen[order]], info)
 

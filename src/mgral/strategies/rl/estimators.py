@@ -1,18 +1,26 @@
-"""Reward estimators over (batch feature, reward) records: the paper's look-up table (III-F) and a kernel one.
+"""Reward estimators over (batch feature, reward) records: the paper's look-up table (III-F) and learned ones.
 
-An estimator answers ``estimate(feature) -> float | None``; ``None`` means it cannot tell, and the caller
-computes the true reward and records it (the table grows where the search goes).
+Records are kept across cycles (:class:`Records`). A reward means something only within its cycle (the
+labeled set, the proxy's fold models and hence the scale of an mAP change differ from one cycle to the
+next), so estimators learn the reward *centred on its cycle* (minus the mean of that cycle's random
+records) from features standardised over all records: what a batch holds is worth the same, relative to
+its cycle, in every cycle, and records of earlier cycles keep informing later ones.
 
-The look-up table:
+An estimator answers ``estimate(feature) -> float | None`` on that centred scale; ``None`` means it cannot
+tell, and the caller computes the true reward and records it (the table grows where the search goes).
 
-Estimate of a batch: the inverse-distance-weighted mean reward of its ``k`` nearest records by L2
-distance. When every one of those neighbours is farther than ``mean - std`` of the pairwise distances
-between the records already in the table, the table is judged not to know this region: the caller computes
-the true reward and adds it, so the table grows where the search goes.
+* ``table`` (the paper's): the inverse-distance-weighted mean of the ``k`` nearest records by L2 distance;
+  when every one of them is farther than ``mean - std`` of the pairwise distances between records, it
+  declines.
+* ``ridge``: ridge regression with its penalty chosen by leave-one-out cross-validation.
+* ``gp``: a Gaussian process (RBF plus white noise, hyper-parameters by marginal likelihood).
+* ``kernel``: kernel ridge with an RBF of the median pairwise distance.
+* ``none``: always the true reward.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -21,8 +29,75 @@ from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
 
 
+@dataclass
+class Records:
+    """Batch features, their true rewards, the cycle (``group``) and kind (``random``, ``policy``,
+    ``presize``...) of each record; kept across cycles in the strategy's state."""
+
+    features: list[list[float]] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    def add(self, feature: np.ndarray, reward: float, group: int, kind: str) -> None:
+        self.features.append(np.asarray(feature, np.float64).tolist())
+        self.rewards.append(float(reward))
+        self.groups.append(int(group))
+        self.kinds.append(kind)
+
+    def offset(self, group: int) -> float:
+        """The mean reward of ``group``'s random records (else of all its records; 0 when it has none)."""
+        r = [x for x, g, k in zip(self.rewards, self.groups, self.kinds) if g == group and k == "random"]
+        r = r or [x for x, g in zip(self.rewards, self.groups) if g == group]
+        return float(np.mean(r)) if r else 0.0
+
+    def centred(self) -> tuple[np.ndarray, np.ndarray]:
+        """Features ``float[R, D]`` and rewards centred on their cycle ``float[R]``."""
+        offsets = {g: self.offset(g) for g in set(self.groups)}
+        y = np.array([r - offsets[g] for r, g in zip(self.rewards, self.groups)])
+        return np.array(self.features, np.float64).reshape(len(self), -1), y
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "features": self.features,
+            "rewards": self.rewards,
+            "groups": self.groups,
+            "kinds": self.kinds,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Records:
+        return cls(
+            list(state["features"]), list(state["rewards"]), list(state["groups"]), list(state["kinds"])
+        )
+
+
 class Estimator(Protocol):
+    def fit(self, records: Records) -> None: ...
+
     def estimate(self, feature: np.ndarray) -> float | None: ...
+
+
+class _Standardised:
+    """Shared by the estimators: features standardised by the records' mean and spread."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    n_fit: int = -1
+
+    def _prepare(self, records: Records) -> tuple[np.ndarray, np.ndarray]:
+        x, y = records.centred()
+        self.mean = x.mean(0)
+        self.scale = x.std(0)
+        self.scale[self.scale < 1e-9] = 1.0
+        self.n_fit = len(records)
+        return (x - self.mean) / self.scale, y
+
+    def _z(self, feature: np.ndarray) -> np.ndarray:
+        return (np.asarray(feature, np.float64) - self.mean) / self.scale
 
 
 class Estimate(NamedTuple):
@@ -31,98 +106,136 @@ class Estimate(NamedTuple):
     threshold: float
 
 
-@dataclass
-class LookupTable:
-    """Records of batch features (float[D]) and rewards; ``k`` neighbours; ``eps`` guards zero distance."""
+class LookupTable(_Standardised):
+    """The paper's look-up table: inverse-distance weighting of the ``k`` nearest records, declining when
+    all of them lie beyond ``mean - std`` of the pairwise distances between records."""
 
-    k: int = 5
-    eps: float = 1e-8
-    features: list[np.ndarray] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
-    _threshold: float | None = None
+    def __init__(self, k: int = 5, eps: float = 1e-8) -> None:
+        self.k, self.eps = k, eps
+        self.x = np.zeros((0, 0))
+        self.y = np.zeros(0)
+        self.tau = float("inf")
 
-    def __len__(self) -> int:
-        return len(self.rewards)
-
-    def add(self, feature: np.ndarray, reward: float) -> None:
-        self.features.append(np.asarray(feature, np.float64))
-        self.rewards.append(float(reward))
-        self._threshold = None
-
-    def threshold(self) -> float:
-        """``mean - std`` of the pairwise L2 distances between records (recomputed when the table grows)."""
-        if self._threshold is None:
-            if len(self) < 2:
-                self._threshold = float("inf")
-            else:
-                d = pdist(np.stack(self.features))
-                self._threshold = float(d.mean() - d.std())
-        return self._threshold
-
-    def estimate(self, feature: np.ndarray) -> float | None:
-        """The inverse-distance estimate, or ``None`` when every neighbour is beyond the threshold."""
-        return self.lookup(feature).value
+    def fit(self, records: Records) -> None:
+        if len(records) == 0:
+            self.x, self.y, self.n_fit = np.zeros((0, 0)), np.zeros(0), 0
+            return
+        self.x, self.y = self._prepare(records)
+        if len(self.y) < 2:
+            self.tau = float("inf")
+        else:
+            d = pdist(self.x)
+            self.tau = float(d.mean() - d.std())
 
     def lookup(self, feature: np.ndarray) -> Estimate:
-        """The estimate with the nearest distance and the threshold it was judged by."""
-        if not self.rewards:
+        if len(self.y) == 0:
             return Estimate(None, float("inf"), float("inf"))
-        x = np.stack(self.features)
-        dist = np.linalg.norm(x - np.asarray(feature, np.float64)[None], axis=1)
+        dist = np.linalg.norm(self.x - self._z(feature)[None], axis=1)
         k = min(self.k, len(dist))
         near = np.argpartition(dist, k - 1)[:k]
-        tau = self.threshold()
-        if (dist[near] > tau).all():
-            return Estimate(None, float(dist[near].min()), tau)
+        if (dist[near] > self.tau).all():
+            return Estimate(None, float(dist[near].min()), self.tau)
         w = 1.0 / (dist[near] + self.eps)
-        value = float(np.dot(w, np.asarray(self.rewards)[near]) / w.sum())
-        return Estimate(value, float(dist[near].min()), tau)
-
-    def state_dict(self) -> dict:
-        return {"k": self.k, "features": [f.tolist() for f in self.features], "rewards": list(self.rewards)}
-
-    @classmethod
-    def from_state(cls, state: dict) -> LookupTable:
-        t = cls(k=state["k"])
-        for f, r in zip(state["features"], state["rewards"]):
-            t.add(np.asarray(f), r)
-        return t
-
-
-class KernelEstimator:
-    """Kernel ridge regression (RBF, bandwidth = median pairwise distance) on the records of ``table``: a
-    smooth alternative to the neighbour average. It declines only when the table is empty."""
-
-    def __init__(self, table: LookupTable, alpha: float = 1e-3) -> None:
-        self.table = table
-        self.alpha = alpha
-        self._fit_n = -1
-        self._model: Any = None
-        self._mean = 0.0
+        return Estimate(float(np.dot(w, self.y[near]) / w.sum()), float(dist[near].min()), self.tau)
 
     def estimate(self, feature: np.ndarray) -> float | None:
+        return self.lookup(feature).value
+
+
+class RidgeEstimator(_Standardised):
+    """Ridge regression on standardised features, penalty by leave-one-out cross-validation."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+
+    def fit(self, records: Records) -> None:
+        from sklearn.linear_model import RidgeCV
+
+        if len(records) < 3:
+            self.model = None
+            return
+        x, y = self._prepare(records)
+        self.model = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x, y)
+
+    def estimate(self, feature: np.ndarray) -> float | None:
+        if self.model is None:
+            return None
+        return float(self._z(feature) @ self.model.coef_ + self.model.intercept_)
+
+
+class GPEstimator(_Standardised):
+    """A Gaussian process (constant x RBF + white noise) on standardised features."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.model: Any = None
+
+    def fit(self, records: Records) -> None:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+        if len(records) < 3:
+            self.model = None
+            return
+        x, y = self._prepare(records)
+        d = x.shape[1]
+        kernel = ConstantKernel(1.0, (1e-4, 1e5)) * RBF(np.sqrt(d), (1e-2, 1e4)) + WhiteKernel(
+            0.1, (1e-8, 1e1)
+        )
+        with warnings.catch_warnings():  # hyper-parameters at a bound are fine for ranking batches
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.model = GaussianProcessRegressor(kernel, normalize_y=True, random_state=self.seed).fit(x, y)
+
+    def estimate(self, feature: np.ndarray) -> float | None:
+        if self.model is None:
+            return None
+        return float(self.model.predict(self._z(feature)[None])[0])
+
+
+class KernelEstimator(_Standardised):
+    """Kernel ridge regression (RBF, bandwidth = median pairwise distance) on standardised features."""
+
+    def __init__(self, alpha: float = 1e-3) -> None:
+        self.alpha = alpha
+        self.model: Any = None
+
+    def fit(self, records: Records) -> None:
         from sklearn.kernel_ridge import KernelRidge
 
-        table = self.table
-        if len(table) == 0:
+        if len(records) == 0:
+            self.model = None
+            return
+        x, y = self._prepare(records)
+        med = float(np.median(pdist(x))) if len(x) > 1 else 1.0
+        self.model = KernelRidge(alpha=self.alpha, kernel="rbf", gamma=1.0 / (2 * max(med, 1e-8) ** 2)).fit(
+            x, y
+        )
+
+    def estimate(self, feature: np.ndarray) -> float | None:
+        if self.model is None:
             return None
-        if self._fit_n != len(table):
-            x = np.stack(table.features)
-            y = np.asarray(table.rewards)
-            med = float(np.median(pdist(x))) if len(x) > 1 else 1.0
-            self._mean = float(y.mean())
-            self._model = KernelRidge(
-                alpha=self.alpha, kernel="rbf", gamma=1.0 / (2 * max(med, 1e-8) ** 2)
-            ).fit(x, y - self._mean)
-            self._fit_n = len(table)
-        return float(self._model.predict(np.asarray(feature, np.float64)[None])[0]) + self._mean
+        return float(self.model.predict(self._z(feature)[None])[0])
 
 
 class NoEstimator:
     """Always the true reward (``estimator=none``)."""
 
+    def fit(self, records: Records) -> None:
+        return None
+
     def estimate(self, feature: np.ndarray) -> float | None:
         return None
+
+
+ESTIMATORS = {"table": LookupTable, "ridge": RidgeEstimator, "gp": GPEstimator, "kernel": KernelEstimator,
+              "none": NoEstimator}  # fmt: skip
+
+
+def make_estimator(name: str, neighbours: int = 5) -> Estimator:
+    if name == "table":
+        return LookupTable(k=neighbours)
+    return ESTIMATORS[name]()  # type: ignore[abstract]
 
 
 def fidelity(estimates: np.ndarray, truths: np.ndarray) -> dict[str, float]:
@@ -130,3 +243,7 @@ def fidelity(estimates: np.ndarray, truths: np.ndarray) -> dict[str, float]:
     estimates, truths = np.asarray(estimates, float), np.asarray(truths, float)
     rho = spearmanr(estimates, truths).statistic if len(truths) > 2 else float("nan")
     return {"spearman": float(rho), "mae": float(np.abs(estimates - truths).mean()), "n": float(len(truths))}
+
+
+__all__ = ["ESTIMATORS", "Estimate", "Estimator", "GPEstimator", "KernelEstimator", "LookupTable", "NoEstimator",
+           "Records", "RidgeEstimator", "fidelity", "make_estimator"]  # fmt: skip

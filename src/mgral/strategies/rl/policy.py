@@ -12,8 +12,11 @@ at ``logit(b / N)`` so that, before any learning, the expected number of picks i
 touches the tail of the sequence.
 
 Speed: decisions are samples, not differentiable values, so a rollout is sampled in a no-grad pass (a
-tight NumPy recurrence, the input projection of all images precomputed in one matrix product) and its
-log-probability is recomputed with gradients by one fused ``nn.LSTM`` pass over the known inputs.
+compiled recurrence, :mod:`.kernels`; the input projection of all images precomputed in one matrix
+product) that keeps the activations; the policy-gradient step then reuses them in a hand-written backward
+through time (:meth:`LSTMPolicy.reinforce_grad`) instead of recomputing the sequence. The fused
+``nn.LSTM`` pass (:meth:`LSTMPolicy.log_prob`) computes the same quantity with autograd; the tests check
+that the two agree.
 """
 
 from __future__ import annotations
@@ -27,9 +30,19 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class Activations(NamedTuple):
+    """What the sampling pass keeps for the backward: its first ``T`` (unforced) steps."""
+
+    gates: np.ndarray  # float32[T, 4H], activated (i, f, g, o)
+    cells: np.ndarray  # float32[T, H]
+    hidden: np.ndarray  # float32[T, H]
+    logits: np.ndarray  # float32[T]
+
+
 class Rollout(NamedTuple):
     decisions: np.ndarray  # float32[N] in {0, 1}; exactly `budget` ones
     forced: np.ndarray  # bool[N]: steps whose decision was forced by the budget
+    activations: Activations | None = None
 
 
 class LSTMPolicy(nn.Module):
@@ -57,57 +70,81 @@ class LSTMPolicy(nn.Module):
         prev = torch.cat([decisions.new_zeros(1), decisions[:-1]]).to(emb.dtype)
         return torch.cat([emb, prev[:, None]], 1)
 
+    def _weights(self) -> tuple[np.ndarray, ...]:
+        lstm: Any = self.lstm
+        w_ih = lstm.weight_ih_l0.detach().cpu().numpy().astype(np.float32)
+        w_hh = np.ascontiguousarray(lstm.weight_hh_l0.detach().cpu().numpy().astype(np.float32))
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().cpu().numpy().astype(np.float32)
+        w_out = np.ascontiguousarray(self.decoder.weight.detach().cpu().numpy().astype(np.float32)[0])
+        return w_ih, w_hh, bias, w_out
+
     @torch.no_grad()
-    def sample(self, emb: torch.Tensor, budget: int, uniforms: np.ndarray | None) -> Rollout:
+    def sample(
+        self, emb: torch.Tensor, budget: int, uniforms: np.ndarray | None, *, keep: bool = False
+    ) -> Rollout:
         """One exactly-``budget`` rollout; ``uniforms[i]`` drives the draw at image ``i`` (``None``: greedy,
-        take an image when its probability exceeds 1/2, forced steps as above)."""
+        take an image when its probability exceeds 1/2, forced steps as above). With ``keep``, the rollout
+        carries the activations :meth:`reinforce_grad` needs."""
+        from mgral.strategies.rl.kernels import lstm_sample
+
         n = len(emb)
         if not 0 < budget <= n:
             raise ValueError(f"budget {budget} for a pool of {n}")
-        h_dim = self.hidden
-        lstm: Any = self.lstm
-        w_ih = lstm.weight_ih_l0.detach().cpu().numpy().astype(np.float32)
-        w_hh = lstm.weight_hh_l0.detach().cpu().numpy().astype(np.float32)
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().cpu().numpy().astype(np.float32)
-        # torch's gate order is (i, f, g, o); reorder to (i, f, o, g) so one sigmoid covers three gates
-        order = np.concatenate(
-            [np.arange(0, 2 * h_dim), np.arange(3 * h_dim, 4 * h_dim), np.arange(2 * h_dim, 3 * h_dim)]
-        )
-        w_ih, w_hh, bias = w_ih[order], w_hh[order], bias[order]
-        pre = emb.detach().cpu().numpy().astype(np.float32) @ w_ih[:, : self.embed_dim].T + bias
+        w_ih, w_hh, bias, w_out = self._weights()
+        x = emb.detach().cpu().numpy().astype(np.float32)
+        pre = np.ascontiguousarray(x @ w_ih[:, : self.embed_dim].T + bias)
         w_d = np.ascontiguousarray(w_ih[:, self.embed_dim])
-        w_out = self.decoder.weight.detach().cpu().numpy().astype(np.float32)[0]
         b_out = float(self.decoder.bias.detach().cpu())
-        h: np.ndarray = np.zeros(h_dim, np.float32)
-        c: np.ndarray = np.zeros(h_dim, np.float32)
-        g = np.empty(4 * h_dim, np.float32)
+        h4 = 4 * self.hidden
+        gates = np.empty((n, h4), np.float32)
+        cells = np.empty((n, self.hidden), np.float32)
+        hidden = np.empty((n, self.hidden), np.float32)
+        logits = np.empty(n, np.float32)
         decisions = np.zeros(n, np.float32)
+        u = np.zeros(n, np.float64) if uniforms is None else np.asarray(uniforms, np.float64)
+        t = lstm_sample(pre, w_hh, w_d, w_out, b_out, budget, u, uniforms is None, gates, cells, hidden, logits,
+                        decisions)  # fmt: skip
         forced = np.zeros(n, bool)
-        left = budget
-        prev = 0.0
-        exp, tanh, dot = np.exp, np.tanh, np.dot
-        h3 = 3 * h_dim
-        for i in range(n):
-            if left == 0 or left == n - i:  # forced: skip the LSTM arithmetic, the decision is certain
-                forced[i:] = True
-                decisions[i:] = 0.0 if left == 0 else 1.0
-                break
-            dot(w_hh, h, out=g)
-            g += pre[i]
-            if prev:
-                g += w_d
-            s = 1.0 / (1.0 + exp(-g[:h3]))
-            c = s[h_dim : 2 * h_dim] * c + s[:h_dim] * tanh(g[h3:])
-            h = s[2 * h_dim : h3] * tanh(c)
-            z = float(dot(w_out, h)) + b_out
-            if uniforms is None:
-                take = z > 0.0
-            else:  # u < sigmoid(z)  <=>  u * (1 + e^-z) < 1
-                take = uniforms[i] * (1.0 + math.exp(-z)) < 1.0 if z > -60 else False
-            prev = 1.0 if take else 0.0
-            decisions[i] = prev
-            left -= int(take)
-        return Rollout(decisions, forced)
+        forced[t:] = True
+        acts = Activations(gates[:t], cells[:t], hidden[:t], logits[:t]) if keep else None
+        return Rollout(decisions, forced, acts)
+
+    def reinforce_grad(self, emb: torch.Tensor, rollout: Rollout, advantage: float) -> float:
+        """Set the gradients of ``-advantage * log pi(rollout)`` on the parameters (accumulating into
+        ``.grad``) from the activations the sampling pass kept, with a hand-written backward through time;
+        returns ``log pi(rollout)``. Equals autograd through :meth:`log_prob` (tested)."""
+        from mgral.strategies.rl.kernels import lstm_backward
+
+        acts = rollout.activations
+        if acts is None:
+            raise ValueError("the rollout was sampled without keep=True")
+        t = len(acts.logits)
+        d = rollout.decisions[:t].astype(np.float32)
+        z = acts.logits.astype(np.float64)
+        p = 1.0 / (1.0 + np.exp(-z))
+        logp = float(np.sum(np.where(d > 0, -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z))))
+        dz = (-advantage * (d - p)).astype(np.float32)  # d(-A log pi)/dz on the unforced steps
+        _, w_hh, _, w_out = self._weights()
+        da = np.empty((t, 4 * self.hidden), np.float32)
+        if t:
+            lstm_backward(dz, acts.gates, acts.cells, np.ascontiguousarray(w_hh.T), w_out, da)
+        x = emb.detach().cpu().numpy().astype(np.float32)[:t]
+        prev = np.concatenate([[0.0], rollout.decisions[: max(0, t - 1)]]).astype(np.float32)[:t]
+        h_prev = (
+            np.concatenate([np.zeros((1, self.hidden), np.float32), acts.hidden[:-1]]) if t else acts.hidden
+        )
+        grads = {
+            "lstm.weight_ih_l0": np.concatenate([da.T @ x, (da.T @ prev)[:, None]], 1),
+            "lstm.weight_hh_l0": da.T @ h_prev,
+            "lstm.bias_ih_l0": da.sum(0),
+            "lstm.bias_hh_l0": da.sum(0),
+            "decoder.weight": (dz @ acts.hidden)[None, :],
+            "decoder.bias": np.array([dz.sum()], np.float32),
+        }
+        for name, param in self.named_parameters():
+            g = torch.as_tensor(grads[name], dtype=param.dtype, device=param.device).reshape(param.shape)
+            param.grad = g if param.grad is None else param.grad + g
+        return logp
 
     def logits(self, emb: torch.Tensor, decisions: torch.Tensor) -> torch.Tensor:
         """Selection logits of every image given the decisions taken (one fused LSTM pass)."""

@@ -16,18 +16,30 @@ from mgral.strategies.rl.policy import LSTMPolicy, Rollout
 class AgentState:
     """Everything a search needs to resume exactly where it stopped (saved through ``ctx.state``).
 
-    ``best`` and the batches in ``history`` are positions into the cycle's unlabeled pool."""
+    Batches are positions into the cycle's unlabeled pool; ``truths`` maps a batch (its sorted positions
+    joined by commas) to its true reward, so no batch is scored twice."""
 
     iteration: int = 0
-    baseline: float | None = None  # the moving-average mAP_ref
-    best: list[int] | None = None
-    best_value: float = float("-inf")
-    true_calls: int = 0  # true (proxy) rewards computed, table pre-computation included
-    table_filled: int = 0  # random batches of the pre-computation already in the table
+    baseline: float | None = None  # the moving-average mAP_ref (on the cycle-centred scale)
+    best: list[dict[str, Any]] = field(default_factory=list)  # the best distinct batches seen, best first
+    true_calls: int = 0  # true (proxy) rewards computed in this cycle
+    table_filled: int = 0  # records of the pre-search plan already made
+    presizes: list[int] = field(default_factory=list)  # larger sizes recorded at the first selection
+    truths: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # per iteration: reward, kind, baseline
+    fidelity: list[list[float]] = field(default_factory=list)  # [estimate, true reward] of policy batches
+    records: dict[str, Any] = field(default_factory=dict)  # Records.state_dict(), earlier cycles included
     policy: dict[str, Any] | None = None
     optimizer: dict[str, Any] | None = None
-    table: dict[str, Any] | None = None
+
+    def remember(self, positions: list[int], value: float, kind: str, keep: int) -> None:
+        """Keep the ``keep`` best distinct batches by value."""
+        key = sorted(positions)
+        if any(sorted(c["positions"]) == key for c in self.best):
+            return
+        self.best.append({"positions": positions, "value": value, "kind": kind})
+        self.best.sort(key=lambda c: -c["value"])
+        del self.best[keep:]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,10 +72,14 @@ def reinforce_update(
     baseline: float, decay: float,
 ) -> float:  # fmt: skip
     """One policy-gradient step on ``-(reward - baseline) * log pi(rollout)``; returns the new baseline
-    ``decay * baseline + (1 - decay) * reward`` (the paper's moving-average mAP_ref)."""
-    loss = -(reward - baseline) * policy.log_prob(emb, rollout)
+    ``decay * baseline + (1 - decay) * reward`` (the paper's moving-average mAP_ref). The gradient comes
+    from the rollout's kept activations (hand-written backward) when it has them, else from autograd
+    through the fused LSTM pass."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if rollout.activations is not None:
+        policy.reinforce_grad(emb, rollout, reward - baseline)
+    else:
+        (-(reward - baseline) * policy.log_prob(emb, rollout)).backward()
     opt.step()
     return decay * baseline + (1 - decay) * reward
 

@@ -1,0 +1,546 @@
+"""How well MGRAL's reward says what a batch is worth (issue: reward fidelity).
+
+The setting is one selection cycle of the ``demo`` protocol (hard built-in shapes: a 1,000-image pool,
+100 random labeled images of seed 0, batches of 100 from the other 900). Subcommands, each resumable
+(results are appended line by line to ``benchmarks/results/reward_fidelity/*.jsonl``; a rerun skips what
+is done):
+
+``reference``
+    The value of each of about 40 *structured* batches (random, top/bottom entropy, coreset, concentrated
+    in one embedding cluster, rich in rare classes, heavy in near-duplicates, rich or poor in objects,
+    single-class, and mixtures): the mAP gain of retraining the detector from scratch on labeled + batch
+    with the batch's true labels, over the same training on the labeled images alone, averaged over 2
+    training seeds common to every batch. mAP is measured on the test split (what the figures report) and
+    on a separate *dev* split generated for this benchmark (what any tuning looks at, so that nothing is
+    tuned on the test split). Simulation only: no strategy ever reads it.
+``proxy --name NAME [--set strategy_params.mgral.KEY=VALUE ...]``
+    The leak-free proxy reward of every structured batch with MGRAL's options (and the oracle ablation
+    with ``--set strategy_params.mgral.reward=oracle``), plus its repeatability (two seeds x two hold-out
+    splits) and its cost per reward.
+``estimators --name NAME``
+    Table records (random batches and batches the policy proposes during a search) with their proxy
+    rewards; every estimator is fitted on part of them and scored on held-out *policy* batches; the cost
+    of one estimate against one proxy reward.
+``summary --proxy NAME [--oracle NAME] [--estimators NAME]``
+    Spearman correlations with bootstrap 95% intervals; writes ``benchmarks/results/reward_fidelity.json``.
+
+    .venv/bin/python benchmarks/reward_fidelity.py reference --workers 2
+    .venv/bin/python benchmarks/reward_fidelity.py proxy --name default
+    .venv/bin/python benchmarks/reward_fidelity.py summary --proxy default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path("benchmarks/results/reward_fidelity")
+LABELED, BUDGET, SEED, REF_SEEDS = 100, 100, 0, (0, 1)
+
+
+# ------------------------------------------------------------------------------------------ the setting
+def setting(threads: int = 2) -> dict[str, Any]:
+    """The pool, test and dev splits, the labeled set, and the cycle's detector with its pool inference."""
+    import torch
+
+    from mgral.config import load_config
+    from mgral.data.pool import Pool
+    from mgral.data.sources import load_run_data
+    from mgral.data.synthetic import make_dataset, spec_for
+    from mgral.detectors.detector import Detector
+    from mgral.strategies.base import pool_view
+    from mgral.training.supervised import train_supervised
+    from mgral.utils import derive_seed, rng_for
+
+    torch.set_num_threads(threads)
+    cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false"])
+    data_dir = RESULTS / "data"
+    pool_ds, test_ds = load_run_data(cfg.data, data_dir)
+    s = cfg.data.synthetic
+    dev_ds = make_dataset(
+        s.generator, 300, derive_seed(s.seed, "dev"), data_dir / "dev", spec_for(s.difficulty, **s.options)
+    )
+    pool = Pool.random_initial(
+        len(pool_ds), LABELED, rng_for(SEED, "initial")
+    )  # the loop's seed-0 initial set
+    view = pool_view(pool_ds, pool)
+    det = Detector(cfg.detector, pool_ds.num_classes, seed=derive_seed(SEED, "init"))
+    ckpt = RESULTS / "cycle0.pt"
+    if ckpt.is_file():
+        det.load(ckpt)
+    else:
+        train_supervised(
+            det, view, pool.labeled, cfg.train, seed=derive_seed(SEED, "train", 0), progress=False
+        )
+        det.save(ckpt)
+    return {"cfg": cfg, "pool_ds": pool_ds, "test_ds": test_ds, "dev_ds": dev_ds, "pool": pool, "view": view,
+            "detector": det}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ structured batches
+def structured_batches(st: dict[str, Any]) -> list[dict[str, Any]]:
+    """About 40 batches of ``BUDGET`` unlabeled images whose values really differ. Ground truth is used to
+    *build* some of them (rare classes, object counts): they are inputs of the benchmark, not strategies."""
+    from sklearn.cluster import KMeans
+
+    from mgral.strategies.coreset import k_center_greedy
+    from mgral.strategies.entropy import box_entropy
+    from mgral.utils import rng_for
+
+    pool_ds, pool, det = st["pool_ds"], st["pool"], st["detector"]
+    unl, lab = pool.unlabeled, pool.labeled
+    inf = det.infer(st["view"], unl, predictions=True, embeddings=True, progress=False)
+    emb_l = det.embed(st["view"], lab, progress=False)
+    emb = inf.embeddings
+    ent = [box_entropy(p.probs, True) if len(p.probs) else np.zeros(1) for p in inf.predictions]
+    mean_ent = np.array([e.mean() for e in ent])
+    sum_ent = np.array([e.sum() for e in ent])
+    max_ent = np.array([e.max() for e in ent])
+    n_obj = np.array([len(pool_ds[int(i)].labels) for i in unl])
+    lab_counts = np.bincount(
+        np.concatenate([pool_ds[int(i)].labels for i in lab]), minlength=pool_ds.num_classes
+    )
+    rare = np.argsort(lab_counts, kind="stable")[:2]
+    common = np.argsort(-lab_counts, kind="stable")[:4]
+    n_rare = np.array([np.isin(pool_ds[int(i)].labels, rare).sum() for i in unl])
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, family: str, positions: np.ndarray) -> None:
+        pos = np.unique(np.asarray(positions, np.int64))
+        assert len(pos) == BUDGET, (name, len(pos))
+        out.append({"name": name, "family": family, "indices": sorted(unl[pos].tolist())})
+
+    def top(score: np.ndarray, k: int = BUDGET, exclude: np.ndarray | None = None) -> np.ndarray:
+        order = np.lexsort((rng_for(SEED, "tie").random(len(score)), -score))
+        if exclude is not None:
+            order = order[~np.isin(order, exclude)]
+        return order[:k]
+
+    def fill(part: np.ndarray, tag: str) -> np.ndarray:
+        rest = np.setdiff1d(np.arange(len(unl)), part)
+        extra = rng_for(SEED, "fill", tag).choice(rest, BUDGET - len(part), replace=False)
+        return np.concatenate([part, extra])
+
+    for k in range(10):
+        add(f"random-{k}", "random", rng_for(SEED, "ref-random", k).choice(len(unl), BUDGET, replace=False))
+    add("entropy-mean-top", "entropy", top(mean_ent))
+    add("entropy-sum-top", "entropy", top(sum_ent))
+    add("entropy-max-top", "entropy", top(max_ent))
+    add("entropy-mean-bottom", "entropy", top(-mean_ent))
+    picks, _ = k_center_greedy(emb, emb_l, BUDGET, rng_for(SEED, "kc"))
+    add("coreset", "coreset", picks)
+    picks, _ = k_center_greedy(emb, np.zeros((0, emb.shape[1]), np.float32), BUDGET, rng_for(SEED, "kc0"))
+    add("coreset-unseeded", "coreset", picks)
+    assign = KMeans(8, n_init=4, random_state=0).fit_predict(emb)
+    sizes = np.bincount(assign, minlength=8)
+    for c in np.argsort(-sizes)[:6]:
+        members = np.nonzero(assign == c)[0]
+        if len(members) >= BUDGET:
+            part = rng_for(SEED, "cluster", int(c)).choice(members, BUDGET, replace=False)
+        else:  # a small cluster: all of it, then its nearest other images
+            centre = emb[members].mean(0)
+            others = np.argsort(np.linalg.norm(emb - centre, axis=1))
+            part = np.concatenate([members, others[~np.isin(others, members)][: BUDGET - len(members)]])
+        add(f"cluster-{int(c)}", "cluster", part)
+    per = BUDGET // 8
+    strat = np.concatenate([rng_for(SEED, "strat", c).choice(np.nonzero(assign == c)[0], min(per, sizes[c]), replace=False)
+                            for c in range(8)])  # fmt: skip
+    add("clusters-stratified", "cluster", fill(strat, "strat"))
+    for frac in (1.0, 0.75, 0.5, 0.25):
+        add(f"rare-{int(frac * 100)}", "rare", fill(top(n_rare, int(frac * BUDGET)), f"rare{frac}"))
+    anchors = rng_for(SEED, "anchors").choice(len(unl), 6, replace=False)
+    for j, a in enumerate(anchors):
+        near = np.argsort(np.linalg.norm(emb - emb[a], axis=1), kind="stable")
+        if j < 4:
+            add(f"near-duplicates-{j}", "near-duplicates", near[:BUDGET])
+        else:
+            add(f"near-duplicates-half-{j}", "near-duplicates", fill(near[: BUDGET // 2], f"near{j}"))
+    add("objects-most", "objects", top(n_obj))
+    add("objects-most-half", "objects", fill(top(n_obj, BUDGET // 2), "most-half"))
+    add("objects-fewest", "objects", top(-n_obj))
+    add("objects-fewest-half", "objects", fill(top(-n_obj, BUDGET // 2), "fewest-half"))
+    for c in common:
+        has = np.array([c in pool_ds[int(i)].labels for i in unl], float)
+        add(f"class-{int(c)}", "single-class", top(has + 1e-3 * n_obj))
+    half_rare = top(n_rare, BUDGET // 2)
+    add(
+        "rare-and-objects", "mixture", np.concatenate([half_rare, top(n_obj, BUDGET // 2, exclude=half_rare)])
+    )
+    return out
+
+
+def load_batches() -> list[dict[str, Any]]:
+    path = RESULTS / "batches.json"
+    if not path.is_file():
+        st = setting()
+        batches = structured_batches(st)
+        from mgral.utils import atomic_write_json
+
+        atomic_write_json(path, {"labeled": st["pool"].labeled.tolist(), "batches": batches})
+    return json.loads(path.read_text())["batches"]
+
+
+def done_keys(path: Path, *fields: str) -> set[tuple]:
+    if not path.is_file():
+        return set()
+    return {
+        tuple(json.loads(line)[f] for f in fields) for line in path.read_text().splitlines() if line.strip()
+    }
+
+
+def append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------------------------------------ reference
+def _reference_job(job: tuple[str, list[int], int]) -> dict[str, Any]:
+    """Train from scratch on labeled + batch (true labels) with training seed ``s``; mAP on test and dev."""
+    name, batch, s = job
+    from mgral.detectors.detector import Detector
+    from mgral.metrics.voc import evaluate_voc_dataset
+    from mgral.training.supervised import train_supervised
+    from mgral.utils import derive_seed
+
+    st = setting(threads=1)
+    cfg, pool_ds = st["cfg"], st["pool_ds"]
+    indices = np.sort(np.concatenate([st["pool"].labeled, np.asarray(batch, np.int64)]))
+    det = Detector(cfg.detector, pool_ds.num_classes, seed=derive_seed(s, "ref-init"))
+    t0 = time.perf_counter()
+    train_supervised(det, pool_ds, indices, cfg.train, seed=derive_seed(s, "ref-train"), progress=False)
+    row: dict[str, Any] = {"name": name, "seed": s, "train_s": time.perf_counter() - t0}
+    for split in ("test", "dev"):
+        ds = st[f"{split}_ds"]
+        idx = np.arange(len(ds))
+        preds = det.predict(ds, idx, progress=False)
+        for metric, use_07 in (("voc07", True), ("voc", False)):
+            row[f"{split}_{metric}"] = evaluate_voc_dataset(ds, idx, preds, use_07=use_07)["mAP"]
+    return row
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    batches = load_batches()
+    out = RESULTS / "reference.jsonl"
+    done = done_keys(out, "name", "seed")
+    jobs = [("control", [], s) for s in REF_SEEDS] + [
+        (b["name"], b["indices"], s) for b in batches for s in REF_SEEDS
+    ]
+    jobs = [j for j in jobs if (j[0], j[2]) not in done]
+    print(f"{len(batches)} batches; {len(jobs)} trainings to run", flush=True)
+    with ProcessPoolExecutor(args.workers) as ex:
+        for k, row in enumerate(ex.map(_reference_job, jobs), 1):
+            append(out, row)
+            print(f"[{k}/{len(jobs)}] {row['name']} seed {row['seed']}: test {row['test_voc07']:.4f} dev "
+                  f"{row['dev_voc07']:.4f} ({row['train_s']:.0f}s)", flush=True)  # fmt: skip
+
+
+def reference_values(split: str = "test", metric: str = "voc07") -> dict[str, float]:
+    """Batch name -> mean over training seeds of mAP(labeled + batch) - mAP(labeled)."""
+    rows = [
+        json.loads(line) for line in (RESULTS / "reference.jsonl").read_text().splitlines() if line.strip()
+    ]
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by.setdefault(r["name"], {})[r["seed"]] = r[f"{split}_{metric}"]
+    control = by.pop("control")
+    return {
+        n: float(np.mean([v[s] - control[s] for s in REF_SEEDS]))
+        for n, v in by.items()
+        if len(v) == len(REF_SEEDS)
+    }
+
+
+# ------------------------------------------------------------------------------------------ proxy
+def mgral_options(sets: list[str]) -> Any:
+    from mgral.config import load_config
+    from mgral.strategies.base import strategy_options
+
+    cfg = load_config(preset="demo", overrides=sets)
+    return strategy_options("mgral", cfg.strategy_params.get("mgral"))
+
+
+def make_reward(st: dict[str, Any], options: Any, seed: int, split: int) -> Any:
+    import torch
+
+    from mgral.strategies.base import TrainingSpec
+    from mgral.strategies.rl.reward import ProxyReward
+
+    rcfg = options.reward_config()
+    spec = TrainingSpec.from_config(st["cfg"], st["pool_ds"].num_classes, torch.device("cpu"))
+    pool = st["pool"]
+    return ProxyReward(rcfg, spec, dataset=st["view"], labeled=pool.labeled, unlabeled=pool.unlabeled, seed=seed,
+                       cycle=0, workdir=RESULTS / "work", oracle=st["pool_ds"] if rcfg.kind == "oracle" else None,
+                       split_seed=split)  # fmt: skip
+
+
+def cmd_proxy(args: argparse.Namespace) -> None:
+    """Proxy rewards of every structured batch under (seed, split) = (0, 0) and, for repeatability,
+    (1, 1) (another training seed and another split of the labeled set into folds)."""
+    batches = load_batches()
+    options = mgral_options(args.set)
+    st = setting(threads=args.threads)
+    out = RESULTS / f"proxy_{args.name}.jsonl"
+    done = done_keys(out, "name", "seed", "split")
+    meta = RESULTS / f"proxy_{args.name}.options.json"
+    meta.write_text(json.dumps({"set": args.set, "options": repr(options)}) + "\n")
+    for seed, split in [(0, 0), (1, 1)] + ([(0, 1), (1, 0)] if args.full_repeat else []):
+        todo = [b for b in batches if (b["name"], seed, split) not in done]
+        if args.only:
+            todo = [b for b in todo if b["family"] in args.only]
+        if not todo:
+            continue
+        reward = make_reward(st, options, seed, split)
+        t0 = time.perf_counter()
+        reward.prepare()
+        prep = time.perf_counter() - t0
+        for b in todo:
+            t = time.perf_counter()
+            value = reward(np.asarray(b["indices"]))
+            row = {"name": b["name"], "family": b["family"], "seed": seed, "split": split, "reward": value,
+                   "seconds": time.perf_counter() - t, "prepare_s": prep}  # fmt: skip
+            append(out, row)
+            print(
+                f"{args.name} seed {seed} split {split} {b['name']}: {value:+.4f} ({row['seconds']:.2f}s)",
+                flush=True,
+            )
+
+
+def proxy_values(name: str, seed: int = 0, split: int = 0) -> dict[str, float]:
+    rows = [
+        json.loads(line)
+        for line in (RESULTS / f"proxy_{name}.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    return {r["name"]: r["reward"] for r in rows if r["seed"] == seed and r["split"] == split}
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Quick look (dev split unless --test): Spearman of proxies against the reference on common batches."""
+    ref = reference_values("test" if args.test else "dev", args.metric)
+    for name in args.names:
+        for seed, split in ((0, 0), (1, 1)):
+            px = proxy_values(name, seed, split)
+            common = sorted(set(ref) & set(px))
+            if len(common) < 5:
+                continue
+            rho, ci = spearman_ci(
+                np.array([px[n] for n in common]), np.array([ref[n] for n in common]), n_boot=500
+            )
+            print(
+                f"{name:28s} seed {seed} split {split}: n={len(common):2d} rho={rho:+.3f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+            )
+        a, b = proxy_values(name, 0, 0), proxy_values(name, 1, 1)
+        common = sorted(set(a) & set(b))
+        if len(common) >= 5:
+            rho, ci = spearman_ci(
+                np.array([a[n] for n in common]), np.array([b[n] for n in common]), n_boot=500
+            )
+            print(f"{name:28s} repeatability: n={len(common):2d} rho={rho:+.3f} [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+
+
+# ------------------------------------------------------------------------------------------ estimators
+def cmd_estimators(args: argparse.Namespace) -> None:
+    """Run MGRAL's own search on the setting (true rewards every ``true_every`` iterations), then score
+    every estimator on the *policy* batches it proposed: fitted on the random records and the first half of
+    the policy batches, evaluated on the second half (later in the search, where the policy has moved)."""
+    import torch
+
+    from mgral.loop.context import build_context
+    from mgral.strategies.base import MemoryStore, StrategyState
+    from mgral.strategies.rl.agent import MgralStrategy
+    from mgral.strategies.rl.estimators import Records, make_estimator
+
+    st = setting(threads=args.threads)
+    sets = [*args.set, f"strategy_params.mgral.iterations={args.iterations}",
+            f"strategy_params.mgral.true_every={args.true_every}", "strategy_params.mgral.final=best"]  # fmt: skip
+    options = mgral_options(sets)
+    strategy = MgralStrategy(options)
+    store = MemoryStore()
+    pool = st["pool"]
+    ctx, _ = build_context(
+        strategy, "mgral", cfg=st["cfg"], detector=st["detector"], view=st["view"], unlabeled=pool.unlabeled,
+        labeled=pool.labeled, seed=SEED, cycle=0, state=StrategyState(store, "s"), workdir=RESULTS / "work",
+        progress=False,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    sel = strategy.select(ctx, BUDGET)
+    search_s = time.perf_counter() - t0
+    records = Records.from_state(StrategyState(store, "s").get("records"))
+    kinds = np.array(records.kinds)
+    policy = np.nonzero(kinds == "policy")[0]
+    train_policy, test_policy = policy[: len(policy) // 2], policy[len(policy) // 2 :]
+    fit_idx = np.concatenate([np.nonzero(kinds != "policy")[0], train_policy])
+    fit = Records()
+    for i in fit_idx:
+        fit.add(np.asarray(records.features[i]), records.rewards[i], records.groups[i], records.kinds[i])
+    x_test = np.array([records.features[i] for i in test_policy])
+    y_test = np.array([records.rewards[i] for i in test_policy]) - fit.offset(0)
+    out: dict[str, Any] = {"iterations": args.iterations, "true_every": args.true_every, "records": len(records),
+                           "policy_records": len(policy), "held_out": len(test_policy), "search_s": search_s,
+                           "set": args.set, "estimators": {}}  # fmt: skip
+    # the featurizer and an estimate: how long one look-up takes
+    feat = strategy.featurizer(ctx, np.asarray(ctx.embeddings_unlabeled))
+    rng = np.random.default_rng(0)
+    batches = [np.sort(rng.choice(len(pool.unlabeled), BUDGET, replace=False)) for _ in range(200)]
+    for name in ("table", "ridge", "gp", "kernel"):
+        est = make_estimator(name)
+        est.fit(fit)
+        pred = np.array([est.estimate(x) for x in x_test], dtype=float)
+        answered = ~np.isnan(pred)
+        row: dict[str, Any] = {"answered": float(answered.mean())}
+        if answered.sum() > 3:
+            rho, ci = spearman_ci(pred[answered], y_test[answered])
+            row.update(
+                {
+                    "spearman": rho,
+                    "spearman_ci": ci,
+                    "mae": float(np.abs(pred[answered] - y_test[answered]).mean()),
+                }
+            )
+        t = time.perf_counter()
+        for b in batches:
+            est.estimate(feat(b))
+        row["estimate_s"] = (time.perf_counter() - t) / len(batches)
+        out["estimators"][name] = row
+        print(name, json.dumps(row), flush=True)
+    out["rescored"] = sel.info.get("rescored")
+    out["reward_calls_s"] = None
+    (RESULTS / f"estimators_{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
+    torch.save(records.state_dict(), RESULTS / f"records_{args.name}.pt")
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, list[float]]:
+    """Spearman's rho and a percentile bootstrap 95% interval (pairs resampled)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        k = rng.integers(0, len(x), len(x))
+        if len(np.unique(x[k])) > 2 and len(np.unique(y[k])) > 2:
+            boots.append(spearmanr(x[k], y[k]).statistic)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return rho, [float(lo), float(hi)]
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    """``benchmarks/results/reward_fidelity.json``: every Spearman with a bootstrap 95% interval."""
+    ref = reference_values("test", "voc07")
+    names = sorted(ref)
+    out: dict[str, Any] = {
+        "n_batches": len(names),
+        "reference": "test-split VOC07 mAP gain, mean of 2 training seeds",
+    }
+
+    def corr(a: dict[str, float], b: dict[str, float], key: str) -> None:
+        common = sorted(set(a) & set(b))
+        rho, ci = spearman_ci(np.array([a[n] for n in common]), np.array([b[n] for n in common]))
+        out[key], out[f"{key}_ci"], out[f"{key}_n"] = rho, ci, len(common)
+
+    corr(proxy_values(args.proxy), ref, "spearman_proxy_vs_reference")
+    corr(proxy_values(args.proxy), reference_values("dev", "voc07"), "spearman_proxy_vs_reference_dev")
+    if args.oracle:
+        corr(proxy_values(args.oracle), ref, "spearman_oracle_vs_reference")
+    corr(proxy_values(args.proxy, 0, 0), proxy_values(args.proxy, 1, 1), "proxy_repeatability")
+    # the reference's own repeatability: training seed 0 against seed 1
+    rows = [
+        json.loads(line) for line in (RESULTS / "reference.jsonl").read_text().splitlines() if line.strip()
+    ]
+    by = {(r["name"], r["seed"]): r["test_voc07"] for r in rows}
+    seeds = [{n: by[(n, s)] - by[("control", s)] for n in names} for s in REF_SEEDS]
+    corr(seeds[0], seeds[1], "reference_seed_agreement")
+    values = np.array([ref[n] for n in names])
+    out["reference_spread"] = {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "std": float(values.std()),
+    }
+    prox = [
+        json.loads(line)
+        for line in (RESULTS / f"proxy_{args.proxy}.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    out["proxy_s"] = float(np.mean([r["seconds"] for r in prox]))
+    out["proxy_prepare_s"] = float(np.mean([r["prepare_s"] for r in prox]))
+    if args.estimators:
+        est = json.loads((RESULTS / f"estimators_{args.estimators}.json").read_text())
+        best = max(
+            (k for k, v in est["estimators"].items() if "spearman" in v),
+            key=lambda k: est["estimators"][k]["spearman"],
+        )
+        chosen = args.estimator or best
+        row = est["estimators"][chosen]
+        out["estimator"] = chosen
+        out["spearman_estimator_vs_proxy"], out["spearman_estimator_vs_proxy_ci"] = (
+            row["spearman"],
+            row["spearman_ci"],
+        )
+        out["estimator_held_out_policy_batches"] = est["held_out"]
+        out["estimate_s"] = row["estimate_s"]
+        out["proxy_over_estimate"] = out["proxy_s"] / row["estimate_s"]
+        out["estimators"] = est["estimators"]
+    out["families"] = {}
+    batches = {b["name"]: b["family"] for b in load_batches()}
+    px = proxy_values(args.proxy)
+    for fam in sorted(set(batches.values())):
+        members = [n for n in names if batches[n] == fam]
+        out["families"][fam] = {"reference": float(np.mean([ref[n] for n in members])),
+                                "proxy": float(np.mean([px[n] for n in members if n in px]))}  # fmt: skip
+    out["proxy_name"], out["oracle_name"], out["estimators_name"] = args.proxy, args.oracle, args.estimators
+    path = Path("benchmarks/results/reward_fidelity.json")
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k not in ("estimators", "families")}, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("reference")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_reference)
+    p = sub.add_parser("proxy")
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--set", action="append", default=[], help="an mgral option: strategy_params.mgral.KEY=VALUE"
+    )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--full-repeat", action="store_true", help="also (seed, split) = (0, 1) and (1, 0)")
+    p.add_argument("--only", nargs="*", help="only these batch families")
+    p.set_defaults(func=cmd_proxy)
+    p = sub.add_parser("estimators")
+    p.add_argument("--name", required=True)
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--true-every", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_estimators)
+    p = sub.add_parser("summary")
+    p.add_argument("--proxy", required=True)
+    p.add_argument("--oracle")
+    p.add_argument("--estimators")
+    p.add_argument("--estimator", help="report this estimator (default: the best on held-out policy batches)")
+    p.set_defaults(func=cmd_summary)
+    p = sub.add_parser("compare")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--test", action="store_true")
+    p.add_argument("--metric", default="voc07")
+    p.set_defaults(func=cmd_compare)
+    args = ap.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
