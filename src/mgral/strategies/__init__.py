@@ -1,7 +1,7 @@
 """Query strategies behind one protocol (:mod:`mgral.strategies.base`). Importing this package registers
 the built-in strategies."""
 
-from mgral.strategies import coreset, entropy, random  # noqa: F401
+from mgral.strategies import cdal, coreset, ebal, entropy, learning_loss, mial, ppal, random  # noqa: F401
 from mgral.strategies.base import (
     STRATEGIES,
     ScoringStrategy,

@@ -158,7 +158,7 @@ class SelectionContext:
 
     def _input(self, attr: str) -> Any:
         need = _GUARDED[attr]
-        if need not in self.needs:
+        if need not in self.needs and not (need == "predictions" and "instance_features" in self.needs):
             raise UndeclaredInput(
                 f"strategy {self.strategy!r} reads ctx.{attr}, which needs {need!r}; declare it in `needs`"
             )
@@ -279,10 +279,15 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+#: the order strategies are listed in (the paper's, then the newer peer, then MGRAL); others follow by name
+LISTING_ORDER = ("random", "entropy", "coreset", "cdal", "learning_loss", "mial", "ebal", "ppal", "mgral")
+
+
 def available_strategies() -> list[str]:
     import mgral.strategies  # noqa: F401 - registers the built-in strategies
 
-    return list(STRATEGIES)
+    rank = {n: k for k, n in enumerate(LISTING_ORDER)}
+    return sorted(STRATEGIES, key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def _known(name: str) -> type[Strategy]:

@@ -160,7 +160,7 @@ def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
 SCHEDULES = {"epoch": batch_schedule, "keyed": keyed_batch_schedule}
 
 
-class _SemiSampler(Sampler):
+class SemiSampler(Sampler):
     """Per iteration: the labeled batch, then ``ubs`` images of the unlabeled schedule."""
 
     def __init__(self, labeled: Indices, unlabeled: Indices, bs: int, ubs: int, seed: int, start: int, stop: int,
@@ -187,7 +187,7 @@ class _SemiSampler(Sampler):
             ]
 
 
-class _SemiSamples(TrainSamples):
+class SemiSamples(TrainSamples):
     """Labeled keys give (image, target); unlabeled keys (negative index) give (image, None)."""
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, Any]:
@@ -232,9 +232,9 @@ class SemiSupervised(Objective):
         return self.iterations or num_iterations(cfg, max(1, len(self.labeled)))
 
     def batches(self, cfg: TrainConfig, start: int, stop: int) -> Iterable[Any]:
-        sampler = _SemiSampler(self.labeled, self.unlabeled, cfg.batch_size, self.ubs, self.seed, start, stop,
+        sampler = SemiSampler(self.labeled, self.unlabeled, cfg.batch_size, self.ubs, self.seed, start, stop,
                                self.unlabeled_schedule)  # fmt: skip
-        return DataLoader(_SemiSamples(self.dataset, self.augment, self.seed), batch_sampler=sampler,
+        return DataLoader(SemiSamples(self.dataset, self.augment, self.seed), batch_sampler=sampler,
                           num_workers=cfg.num_workers, collate_fn=collate,
                           pin_memory=self.detector.device.type == "cuda")  # fmt: skip
 
