@@ -65,7 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from mgral.config import load_config
-    from mgral.integrations.serve import ModelService, serve
+    from mgral.errors import InputError
+
+    try:
+        from mgral.integrations.serve import ModelService, serve
+    except ImportError as exc:  # fastapi / uvicorn: the optional extra
+        raise InputError(
+            "mgral serve", f"needs the optional extra: pip install 'mgral[labelstudio]' ({exc})"
+        ) from None
 
     preset = args.preset or (None if args.config else "demo")
     cfg = load_config(preset=preset, file=args.config, overrides=args.set)

@@ -204,6 +204,19 @@ def _ensure_local_storage(ls: Any, url: str, project: int, folder: Path) -> None
     log.info("project %d: local-files storage %s", project, folder)
 
 
+def _check_served(ls: Any, url: str, image_url: str, docroot: Path) -> None:
+    """Label Studio must serve the first image, else its document root is not ``docroot``."""
+    with _api(url, "checking that Label Studio serves the images"):
+        resp = ls._client_wrapper.httpx_client.request(image_url.lstrip("/"), method="GET")
+    if resp.status_code != 200:
+        raise InputError(
+            url,
+            f"it does not serve {image_url} (HTTP {resp.status_code}): start it with "
+            f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={docroot}, "
+            "or give its document root with --document-root, or use --images upload",
+        )
+
+
 def _upload(ls: Any, url: str, project: int, files: list[Path]) -> list[str]:
     """Upload image files to the project without creating tasks; their ``/data/upload/...`` URLs."""
     out: list[str] = []
@@ -292,12 +305,19 @@ def push(
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise InputError(missing[0], "image file not found")
-    if docroot is not None:
-        if todo:
-            _ensure_local_storage(ls, url, proj.id, _image_root(dataset))
-        urls = [local_files_url(p, docroot) for p in paths]
-    else:
-        urls = _upload(ls, url, proj.id, paths)
+    try:
+        if docroot is not None:
+            urls = [local_files_url(p, docroot) for p in paths]
+            if todo:
+                _ensure_local_storage(ls, url, proj.id, _image_root(dataset))
+                _check_served(ls, url, urls[0], docroot)
+        else:
+            urls = _upload(ls, url, proj.id, paths)
+    except BaseException:
+        if proj.created:  # leave no empty project behind
+            with _api(url, "removing the project just created"):
+                ls.projects.delete(id=proj.id)
+        raise
     tasks = make_tasks(picks, todo, proj.schema, urls)
     mv = _model_version(picks)
     for start in range(0, len(tasks), IMPORT_CHUNK):

@@ -34,6 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastapi import FastAPI, HTTPException, Request  # FastAPI resolves handler annotations by module name
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from mgral.config import RunConfig, to_dict
 from mgral.data.dataset import DetectionDataset
@@ -325,11 +328,8 @@ class ModelService:
         }  # fmt: skip
 
 
-def create_app(service: ModelService) -> Any:
+def create_app(service: ModelService) -> FastAPI:
     """The FastAPI application of ``service`` (whose first model must be ready: :meth:`ModelService.start`)."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
-
     app = FastAPI(title="mgral ML backend for Label Studio")
 
     async def _json(request: Request) -> dict[str, Any]:
@@ -356,8 +356,6 @@ def create_app(service: ModelService) -> Any:
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise HTTPException(status_code=400, detail="'tasks' should be a list")
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(service.predict, tasks, body.get("label_config"))
 
     @app.post("/webhook")
