@@ -3,15 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Label Studio for the integration tests, in its own environment (it pins its own Django, numpy, SDK...)
+LS_VENV := .venv-labelstudio
+LS_VERSION := 1.23.2
+LS_STAMP := $(LS_VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint typecheck clean
+.PHONY: demo test lint typecheck clean labelstudio
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q 'label-studio==$(LS_VERSION)'
+	echo $(LS_VERSION) > $(LS_STAMP)
+
+labelstudio: $(LS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mgral run --preset demo --out $(DEMO_OUT)
@@ -24,8 +35,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(LS_STAMP) lint typecheck
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) runs .pytest_cache .mypy_cache .ruff_cache

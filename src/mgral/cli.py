@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mgral.errors import InputError
+from mgral.integrations.cli import add_commands
 
 log = logging.getLogger("mgral")
 
@@ -107,6 +108,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         fmt=args.format,
         split=args.split,
         seed=args.seed,
+        box_threshold=args.box_threshold,
     )
     print(f"selected {doc['budget']} of {doc['n_unlabeled']} unlabeled images with {doc['strategy']}: "
           f"{args.out} and {Path(args.out).with_suffix('.txt')}")  # fmt: skip
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="entropy", help="a registered strategy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="JSON output; a .txt list of file names is written beside it")
+    p.add_argument("--box-threshold", type=float, default=0.3,
+                   help="model boxes scoring at least this are written with each pick (default 0.3)")  # fmt: skip
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("evaluate", help="evaluate COCO-format detections against a dataset")
@@ -228,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=cmd_bench_agent)
+    add_commands(sub)  # labelstudio, serve
     return parser
 
 

@@ -33,6 +33,36 @@ def test_query_writes_json_and_list(partial_coco, tmp_path, strategy):
     assert names == [p["file_name"] for p in doc["selected"]] and len(set(names)) == 5
     ids = {p["image_id"] for p in doc["selected"]}
     assert ids.isdisjoint(range(1, 17))  # only unannotated images
+    # the model's boxes on each pick, in original pixels, above the threshold, best first
+    assert doc["box_threshold"] == 0.3 and doc["class_names"] == [
+        "circle",
+        "square",
+        "triangle",
+        "diamond",
+        "cross",
+    ]
+    for pick in doc["selected"]:
+        assert (pick["width"], pick["height"]) == (64, 64)
+        scores = [b["score"] for b in pick["boxes"]]
+        assert scores == sorted(scores, reverse=True) and all(s >= 0.3 for s in scores)
+        for b in pick["boxes"]:
+            x1, y1, x2, y2 = b["bbox"]
+            assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64 and b["label"] in doc["class_names"]
+
+
+def test_query_boxes_follow_the_threshold_and_match_the_detector(partial_coco, tmp_path):
+    """With threshold 0 every detection of the trained model is written; entropy (which predicts the pool
+    anyway) and random (which does not) give the same boxes for the same image."""
+    cfg = load_config(preset="smoke", overrides=["train.iterations=6"])
+    docs = {
+        s: query(partial_coco, "32", s, tmp_path / f"{s}.json", cfg, box_threshold=0.0)
+        for s in ("entropy", "random")
+    }
+    boxes = {s: {p["file_name"]: p["boxes"] for p in d["selected"]} for s, d in docs.items()}
+    assert boxes["entropy"] == boxes["random"]
+    assert sum(len(b) for b in boxes["entropy"].values()) > 0
+    with pytest.raises(InputError, match="--box-threshold"):
+        query(partial_coco, "5", "random", tmp_path / "x.json", cfg, box_threshold=1.5)
 
 
 @pytest.mark.parametrize("budget", ["0", "-3", "2.5", "abc", "33"])

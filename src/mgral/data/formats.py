@@ -35,6 +35,22 @@ def detect_format(path: Path) -> str:
     )
 
 
+def resolve_format(path: str | Path, fmt: str = "auto") -> tuple[str, Path]:
+    """The format of the dataset at ``path`` and the path its reader takes (for COCO, the JSON file even
+    when ``path`` is the folder holding it)."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise InputError("--format", f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "coco" and path.is_dir():
+        jsons = sorted(path.glob("*.json"))
+        if len(jsons) != 1:
+            raise InputError(path, "expected exactly one .json file in the folder")
+        path = jsons[0]
+    return fmt, path
+
+
 def read_dataset(
     path: str | Path,
     fmt: str = "auto",
@@ -45,17 +61,8 @@ def read_dataset(
     check_images: bool = True,
 ) -> DetectionDataset:
     """Read a COCO JSON (or a folder holding one), a VOC folder or a YOLO folder."""
-    path = Path(path)
-    if fmt not in FORMATS:
-        raise InputError("--format", f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if fmt == "auto":
-        fmt = detect_format(path)
+    fmt, path = resolve_format(path, fmt)
     if fmt == "coco":
-        if path.is_dir():
-            jsons = sorted(path.glob("*.json"))
-            if len(jsons) != 1:
-                raise InputError(path, "expected exactly one .json file in the folder")
-            path = jsons[0]
         return read_coco(path, image_root, partial=partial, check_images=check_images)
     if fmt == "voc":
         return read_voc(path, split, partial=partial, check_images=check_images)

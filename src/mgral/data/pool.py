@@ -17,7 +17,7 @@ class Pool:
     """
 
     def __init__(self, n: int) -> None:
-        self.labeled_cycle = np.full(n, UNLABELED, dtype=np.int64)
+        self.labeled_cycle: np.ndarray = np.full(n, UNLABELED, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labeled_cycle)
