@@ -9,7 +9,7 @@ LS_VERSION := 1.23.2
 LS_STAMP := $(LS_VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint typecheck clean labelstudio
+.PHONY: demo test lint typecheck clean labelstudio chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ $(LS_STAMP):
 
 labelstudio: $(LS_STAMP)
 
+# Debian's Chromium for the report's browser test, installed when missing (root or passwordless sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "could not install chromium: install Debian's chromium package (apt-get install chromium)"; exit 1; }
+
 demo: $(STAMP)
 	$(BIN)/mgral run --preset demo --out $(DEMO_OUT)
 
@@ -35,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(LS_STAMP) lint typecheck
+test: $(STAMP) $(LS_STAMP) chromium lint typecheck
 	$(BIN)/pytest
 
 clean:
