@@ -135,6 +135,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "lr_steps": [0.75]},
         "loop": {"strategies": ["all"], "seeds": [0], "initial": 100, "budget": 100, "cycles": 4},
     },
+    # the CPU benchmark: hard shapes as short videos (near-duplicate frames) with a long tail, where
+    # strategies separate; every registered strategy, 3 seeds, 100 + 4 x 100 labeled images
+    "cpu-bench": {
+        "name": "cpu-bench",
+        "progress": False,
+        "data": {"synthetic": {"generator": "shapes", "difficulty": "redundant", "n_train": 1000, "n_test": 300}},
+        "detector": {"name": "tiny_ssd", "image_size": 96, "width": 32},
+        "train": {"iterations": 500, "batch_size": 16, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
+                  "lr_steps": [0.75]},
+        "loop": {"strategies": ["all"], "seeds": [0, 1, 2], "initial": 100, "budget": 100, "cycles": 5},
+    },
     "voc-ssd300": {
         "name": "voc-ssd300",
         "data": {"kind": "voc0712"},
@@ -142,9 +153,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 300, "batch_size": 32, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9,
                   "weight_decay": 5e-4, "lr_steps": [0.8], "warmup_iters": 500, "augment": "ssd",
                   "num_workers": 8, "amp": True, "checkpoint_every": 1000},
-        "loop": {"strategies": ["random", "entropy", "coreset", "mgral"], "seeds": [0, 1, 2], "initial": 1000,
-                 "budget": 1000, "cycles": 10, "metric": "voc07"},
-        "strategy_params": {"mgral": {"iterations": 2200, "table_size": 200, "clusters": 64, "proxy_steps": 100}},
+        "loop": {"strategies": ["all"], "seeds": [0, 1, 2], "initial": 1000, "budget": 1000, "cycles": 10,
+                 "metric": "voc07"},
+        "strategy_params": {"mgral": {"iterations": 2200, "table_size": 200, "clusters": 64}},
     },
     "coco-retinanet": {
         "name": "coco-retinanet",
@@ -153,9 +164,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"iterations": 180000, "batch_size": 8, "optimizer": "sgd", "lr": 0.02, "momentum": 0.9,
                   "weight_decay": 1e-4, "lr_steps": [0.6667, 0.8889], "warmup_iters": 1000, "augment": "flip",
                   "grad_clip": 10.0, "num_workers": 8, "amp": True, "checkpoint_every": 2000},
-        "loop": {"strategies": ["random", "entropy", "coreset", "mgral"], "seeds": [0, 1, 2], "initial": 0.02,
-                 "budget": 0.02, "cycles": 5, "metric": "coco"},
-        "strategy_params": {"mgral": {"iterations": 800, "table_size": 30, "clusters": 64, "proxy_steps": 100}},
+        "loop": {"strategies": ["all"], "seeds": [0, 1, 2], "initial": 0.02, "budget": 0.02, "cycles": 5,
+                 "metric": "coco"},
+        "strategy_params": {"mgral": {"iterations": 800, "table_size": 30, "clusters": 64}},
         "semi": {"ema_decay": 0.9996},
     },
 }  # fmt: skip

@@ -19,6 +19,29 @@ from typing import Any
 import numpy as np
 import torch
 
+_CRASH_AT = os.environ.get("MGRAL_CRASH_AT", "")
+_COUNT_TO = os.environ.get("MGRAL_COUNT_POINTS", "")
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the kill campaign: with ``MGRAL_CRASH_AT=name:n`` in the environment, the process
+    kills itself with SIGKILL the ``n``-th time it reaches the point ``name`` (no clean-up of any kind,
+    exactly like ``kill -9``). Without the variable this is a dictionary look-up."""
+    if _COUNT_TO:
+        with open(_COUNT_TO, "a") as fh:  # the campaign counts how often an uninterrupted run gets here
+            fh.write(f'"{name}"\n')
+    if not _CRASH_AT:
+        return
+    target, _, count = _CRASH_AT.partition(":")
+    if target != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(count or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
@@ -30,6 +53,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        crash_point("file-write")  # the new file is complete but not yet in place
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

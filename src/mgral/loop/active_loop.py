@@ -49,6 +49,7 @@ from mgral.training.supervised import Supervised
 from mgral.utils import (
     atomic_torch_save,
     atomic_write_text,
+    crash_point,
     derive_seed,
     resolve_device,
     rng_for,
@@ -252,6 +253,7 @@ class ActiveLearningRun:
                         progress=self.progress, desc="evaluate",
                     )  # fmt: skip
                     value, metrics = evaluate_predictions(self.test_ds, idx, preds, cfg.loop.metric)
+                    crash_point("evaluate")
                 self.store.record_cycle(
                     name, seed, cycle, n_labeled=len(pool.labeled), map_value=value, metrics=metrics,
                     train_s=train_stats["seconds"], infer_s=None, eval_s=t_eval["s"],
@@ -314,6 +316,7 @@ class ActiveLearningRun:
             oracle=self.pool_ds if "oracle" in strategy.needs else None,
         )  # fmt: skip
         with timer() as t:
+            crash_point("select")
             sel = strategy.select(ctx, budget)
         setup_s = float(sel.info.get("setup_s", 0.0))
         picked = np.asarray(sel.indices, np.int64)

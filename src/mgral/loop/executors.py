@@ -34,8 +34,11 @@ class Executor(Protocol):
 
 def _init_worker(threads: int, level: int) -> None:
     """Each worker process: its share of the cores, and log lines (not progress bars) on stderr."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s",
                         datefmt="%H:%M:%S")  # fmt: skip

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mgral.utils import crash_point
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cycles (
@@ -63,6 +65,7 @@ class RunStore:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            crash_point("store-write")  # everything written, nothing committed
         except BaseException:
             self.db.execute("ROLLBACK")
             raise

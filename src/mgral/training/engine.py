@@ -27,7 +27,7 @@ from torch import nn
 
 from mgral.config import TrainConfig
 from mgral.detectors.detector import Detector
-from mgral.utils import atomic_torch_save, progress_bar, safe_torch_load
+from mgral.utils import atomic_torch_save, crash_point, progress_bar, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(clip_params, cfg.grad_clip)
             opt.step()
             objective.after_step(it)
+            crash_point("train-step")
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(

@@ -89,7 +89,7 @@ def test_fold_models_are_reused_only_for_their_labeled_split(shapes, spec, tmp_p
     first = _reward(shapes, spec, tmp_path)
     assert trained == []  # construction trains nothing
     first.prepare()
-    assert trained == [8, 8] and (tmp_path / "reward-fold0.pt").is_file()
+    assert trained == [8, 8] and len(list(tmp_path.glob("reward-fold0-*.pt"))) == 1
     _reward(shapes, spec, tmp_path).prepare()  # the same labeled set: reused
     assert trained == [8, 8]
     second = _reward(shapes, spec, tmp_path, labeled=np.arange(20))  # the next round: retrained

@@ -51,7 +51,7 @@ from mgral.strategies.rl.search import (
     pick_probabilities,
     reinforce_update,
 )
-from mgral.utils import derive_seed, progress_bar, rng_for
+from mgral.utils import crash_point, derive_seed, progress_bar, rng_for
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class MgralStrategy(Strategy):
                     featurize(pos), true_reward(pos), ctx.cycle, "random" if size == budget else "presize"
                 )
                 state.table_filled += 1
+                crash_point("mgral-table")
                 bar.update(1)
                 checkpoint()
         estimator.fit(records)
@@ -246,6 +247,7 @@ class MgralStrategy(Strategy):
                     {"reward": float(value), "kind": kind, "baseline": float(state.baseline)}
                 )
                 state.iteration = t + 1
+                crash_point("mgral-search")
                 bar.update(1)
                 bar.set_postfix(reward=f"{value:+.4f}", baseline=f"{state.baseline:+.4f}")
                 if opts.checkpoint_every and state.iteration % opts.checkpoint_every == 0:

@@ -54,7 +54,7 @@ from mgral.training.engine import fit
 from mgral.training.head_only import FeatureCache, HeadOnly
 from mgral.training.semi_supervised import semi_objective
 from mgral.training.supervised import TwoStream, train_supervised
-from mgral.utils import atomic_write_text, derive_seed, rng_for, stable_hash
+from mgral.utils import derive_seed, rng_for, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +155,9 @@ class ProxyReward:
         det = Detector(
             spec.detector, spec.num_classes, seed=derive_seed(self.seed, "init"), device=spec.device
         )
-        ckpt = self.workdir / f"reward-fold{fold.k}.pt" if self.workdir else None
-        stamp = ckpt.with_suffix(".json") if ckpt else None
         key = self.fingerprint(fold)
-        if (
-            ckpt
-            and stamp
-            and ckpt.is_file()
-            and stamp.is_file()
-            and json.loads(stamp.read_text()).get("key") == key
-        ):
+        ckpt = self.workdir / f"reward-fold{fold.k}-{key}.pt" if self.workdir else None
+        if ckpt is not None and ckpt.is_file():  # trained before on this very split with these settings
             det.load(ckpt)
             return det
         iters = self.cfg.base_iterations or spec.train.iterations
@@ -177,9 +170,8 @@ class ProxyReward:
         )
         train_supervised(det, self.dataset, fold.train, cfg, seed=derive_seed(self.seed, "reward-fold", self.cycle,
                                                                               fold.k), progress=self.progress)  # fmt: skip
-        if ckpt and stamp:
+        if ckpt is not None:
             det.save(ckpt)
-            atomic_write_text(stamp, json.dumps({"key": key}) + "\n")
         return det
 
     def prepare(self) -> None:
