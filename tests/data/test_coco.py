@@ -79,7 +79,7 @@ def test_overhanging_box_is_clipped_with_warning(tmp_path, caplog):
             "duplicate image id 7",
         ),
         ({"images": []}, "no images"),
-        ({"annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5]}]}, "4 numbers"),
+        ({"annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5]}]}, "4 finite numbers"),
     ],
 )
 def test_bad_annotations_name_file_and_problem(tmp_path, over, message):

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mgral.data.dataset import DetectionDataset, ImageRecord
 from mgral.data.validate import BoxStats, check_boxes, check_image_file, check_not_empty, warn_clipped
 from mgral.data.voc import IMAGE_EXTS
 from mgral.errors import InputError
-from mgral.utils import atomic_write_text
+from mgral.utils import atomic_write_text, parse_yaml, read_text
 
 
 def _read_names(root: Path, names_file: str | Path | None) -> list[str]:
@@ -23,17 +22,24 @@ def _read_names(root: Path, names_file: str | Path | None) -> list[str]:
         if not f.is_file():
             continue
         if f.suffix in (".yaml", ".yml"):
-            try:
-                data = yaml.safe_load(f.read_text())
-            except yaml.YAMLError as exc:
-                raise InputError(f, f"malformed YAML: {exc}") from None
+            data = parse_yaml(read_text(f), f)
             names = data.get("names") if isinstance(data, dict) else None
             if isinstance(names, dict):
-                names = [names[k] for k in sorted(names)]
+                keys = list(names)
+                if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys) or sorted(
+                    keys
+                ) != list(range(len(keys))):
+                    raise InputError(
+                        f, f"'names' keys should be the class ids 0..{len(keys) - 1}, got {keys!r}"
+                    )
+                names = [names[k] for k in range(len(keys))]
             if not isinstance(names, list) or not names:
                 raise InputError(f, "no 'names' list")
+            for n in names:
+                if not isinstance(n, (str, int, float)) or isinstance(n, bool):
+                    raise InputError(f, f"class name {n!r} is not text")
             return [str(n) for n in names]
-        names = [line.strip() for line in f.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in read_text(f).splitlines() if line.strip()]
         if not names:
             raise InputError(f, "class-names file is empty")
         return names
@@ -66,7 +72,7 @@ def read_yolo(
         width, height = size
         rows: list[list[float]] = []
         if label_file.is_file():
-            for ln, line in enumerate(label_file.read_text().splitlines(), 1):
+            for ln, line in enumerate(read_text(label_file).splitlines(), 1):
                 if not line.strip():
                     continue
                 parts = line.split()
@@ -74,7 +80,7 @@ def read_yolo(
                     values = [float(v) for v in parts[:5]]
                 except ValueError:
                     raise InputError(label_file, f"line {ln}: not numbers: {line!r}") from None
-                if len(parts) < 5 or not values[0].is_integer():
+                if len(parts) != 5 or not values[0].is_integer():  # 6+ values: a polygon or a score
                     raise InputError(label_file, f"line {ln}: expected 'class cx cy w h', got {line!r}")
                 if not 0 <= values[0] < len(names):
                     raise InputError(
