@@ -43,6 +43,7 @@ from mgral.utils import (
     atomic_torch_save,
     atomic_write_text,
     derive_seed,
+    read_text,
     resolve_device,
     rng_for,
     safe_torch_load,
@@ -85,29 +86,33 @@ class ActiveLearningRun:
         path = Path(run_dir) / "config.yaml"
         if not path.is_file():
             return None
-        return config_from_yaml_text(path.read_text(), str(path))
+        return config_from_yaml_text(read_text(path), str(path))
 
-    def _prepare_dir(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def _check_dir(self) -> bool:
+        """Whether the run directory already holds this run; another run's config is refused."""
         stored = self.stored_config(self.run_dir)
-        if stored is not None:
-            a, b = to_dict(stored), to_dict(self.cfg)
-            a.pop("progress", None), b.pop("progress", None)
-            if a != b:
-                raise InputError(
-                    self.run_dir / "config.yaml",
-                    f"this run directory holds a run with another config (first difference at '{_diff_key(a, b)}'); "
-                    "use another --out, or the same config to resume",
-                )
-        else:
-            save_config(self.cfg, self.run_dir / "config.yaml")
+        if stored is None:
+            return False
+        a, b = to_dict(stored), to_dict(self.cfg)
+        a.pop("progress", None), b.pop("progress", None)
+        if a != b:
+            raise InputError(
+                self.run_dir / "config.yaml",
+                f"this run directory holds a run with another config (first difference at '{_diff_key(a, b)}'); "
+                "use another --out, or the same config to resume",
+            )
+        return True
 
     # ------------------------------------------------------------------ main
     def run(self) -> list[dict[str, Any]]:
-        self._prepare_dir()
+        # nothing is written before the data has loaded: bad data leaves no half-made run directory
+        resuming = self._check_dir()
+        RunStore.check(self.run_dir / "store.sqlite")
         self.pool_ds, self.test_ds = load_run_data(self.cfg.data, self.run_dir / "data")
         log.info("pool: %s; test: %s", self.pool_ds, self.test_ds)
-        self.store = RunStore(self.run_dir / "store.sqlite")
+        if not resuming:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        self.store = RunStore(self.run_dir / "store.sqlite")  # checks an existing store before writing to it
         try:
             for seed in self.cfg.loop.seeds:
                 for name in self.strategy_names:
