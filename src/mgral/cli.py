@@ -46,9 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError("--set", "overrides need --preset or --config")
     else:
         cfg = _load_cfg(args)
-    if args.no_progress:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if args.allow_outside_paths:  # recorded in the run's config.yaml, so a resume keeps it
+        cfg = replace(cfg, data=replace(cfg.data, allow_outside_paths=True))
+    if args.no_progress:
         cfg = replace(cfg, progress=False)
     t0 = time.perf_counter()
     ActiveLearningRun(cfg, args.out).run()
@@ -93,6 +95,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         fmt=args.format,
         split=args.split,
         seed=args.seed,
+        allow_outside=args.allow_outside_paths,
     )
     print(f"selected {doc['budget']} of {doc['n_unlabeled']} unlabeled images with {doc['strategy']}: "
           f"{args.out} and {Path(args.out).with_suffix('.txt')}")  # fmt: skip
@@ -103,8 +106,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mgral.metrics.cli_eval import evaluate_files
 
     result = evaluate_files(
-        args.gt, args.pred, args.metric, fmt=args.format, split=args.split, backend=args.backend
-    )
+        args.gt, args.pred, args.metric, fmt=args.format, split=args.split, backend=args.backend,
+        allow_outside=args.allow_outside_paths,
+    )  # fmt: skip
     print(json.dumps(result, indent=1))
     return 0
 
@@ -142,6 +146,14 @@ def _add_cfg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_outside_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let annotation files name images outside their dataset folder (../x.png, absolute paths)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mgral import __version__
 
@@ -153,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run (or resume) an active-learning experiment")
     _add_cfg_args(p)
     p.add_argument("--out", required=True, help="run directory (created, or resumed if it holds a run)")
+    _add_outside_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("query", help="pick the images to label next in a partly annotated dataset")
@@ -166,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="entropy", help="a registered strategy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="JSON output; a .txt list of file names is written beside it")
+    _add_outside_arg(p)
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("evaluate", help="evaluate COCO-format detections against a dataset")
@@ -175,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "yolo"])
     p.add_argument("--split", help="VOC split")
     p.add_argument("--backend", default="faster", choices=["faster", "pycocotools"], help="COCO evaluator")
+    _add_outside_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="curves and table of a run directory")

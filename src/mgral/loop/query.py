@@ -46,11 +46,13 @@ def query(
     split: str | None = None,
     seed: int = 0,
     workdir: str | Path | None = None,
+    allow_outside: bool = False,
 ) -> dict[str, Any]:
     """Train on the annotated images of ``data``, pick ``budget`` unannotated ones with ``strategy``.
 
     Writes ``out`` (JSON with ranks and scores) and, beside it, the same name with ``.txt`` (one file
-    name per line). Returns the JSON document.
+    name per line). Returns the JSON document. ``allow_outside`` lets the annotation file name images
+    outside the dataset folder.
     """
     out = Path(out)
     validate_strategy_params(cfg)
@@ -60,7 +62,7 @@ def query(
             f"strategy_params.{strategy}",
             "the oracle reward needs ground truth of unlabeled images; use it in simulation runs only",
         )
-    ds = read_dataset(data, fmt, split=split, partial=True)
+    ds = read_dataset(data, fmt, split=split, partial=True, allow_outside=allow_outside)
     labeled, unlabeled = ds.annotated_indices(), ds.unannotated_indices()
     if len(labeled) == 0:
         raise InputError(data, "no annotated image to train on")
