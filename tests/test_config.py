@@ -47,3 +47,15 @@ def test_numbers_are_finite_and_mapping_keys_are_names():
         load_config(preset="smoke", overrides=["data.synthetic.options={1: 2}"])
     with pytest.raises(InputError, match="strategy_params.entropy: expected a mapping, got"):
         load_config(preset="smoke", overrides=["strategy_params.entropy=[1, 2]"])
+
+
+def test_messages_stay_on_one_line(tmp_path):
+    (tmp_path / "c.yaml").write_text('"a\\nb": 1\nloop:\n  cycles: [\n')
+    with pytest.raises(InputError) as exc:
+        load_config(file=tmp_path / "c.yaml")
+    assert str(exc.value).endswith(
+        "c.yaml: malformed YAML at line 4 column 1: expected the node content, but found '<stream end>'"
+    )
+    with pytest.raises(InputError) as exc:
+        load_config(preset="smoke", overrides=['loop={"a\\nb": 1}'])
+    assert "\n" not in str(exc.value) and "a\\nb" in str(exc.value)

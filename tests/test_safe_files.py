@@ -78,7 +78,7 @@ WRITERS: list[tuple[str, Callable[[Path], object], str]] = [
     ("atomic_torch_save", lambda d: utils.atomic_torch_save({"w": np.zeros(3).tolist()}, d / "ckpt.pt"), "ckpt.pt"),
     ("write_coco", lambda d: write_coco(tiny_dataset(d), d / "ann.json"), "ann.json"),
     ("write_voc", lambda d: write_voc(tiny_dataset(d), d), "Annotations/a.xml"),
-    ("write_yolo_labels", lambda d: write_yolo_labels(tiny_dataset(d), d), "classes.txt"),
+    ("write_yolo_labels", lambda d: write_yolo_labels(tiny_dataset(d), d), "labels/a.txt"),
     ("make_dataset", lambda d: make_dataset("shapes", 2, 0, d, spec_for("easy", image_size=48)), "images/000000.png"),
     ("save_config", lambda d: save_config(load_config(preset="smoke"), d / "config.yaml"), "config.yaml"),
 ]  # fmt: skip

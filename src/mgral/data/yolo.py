@@ -108,9 +108,11 @@ def read_yolo(
 
 
 def write_yolo_labels(dataset: DetectionDataset, root: str | Path) -> None:
-    """Write ``labels/*.txt`` and ``classes.txt`` for the annotated images of ``dataset`` under ``root``."""
+    """Write ``labels/*.txt`` and ``classes.txt`` for the annotated images of ``dataset`` under ``root``.
+
+    Each file is written atomically and ``classes.txt`` last: a first write that stopped half-way leaves
+    no class-names file, which the reader refuses, rather than a folder with labels silently missing."""
     root = Path(root)
-    atomic_write_text(root / "classes.txt", "".join(f"{n}\n" for n in dataset.class_names))
     for rec in dataset.images:
         if not rec.annotated:
             continue
@@ -120,3 +122,4 @@ def write_yolo_labels(dataset: DetectionDataset, root: str | Path) -> None:
             w, h = (box[2] - box[0]) / rec.width, (box[3] - box[1]) / rec.height
             lines.append(f"{label} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n")
         atomic_write_text((root / "labels" / rec.file_name).with_suffix(".txt"), "".join(lines))
+    atomic_write_text(root / "classes.txt", "".join(f"{n}\n" for n in dataset.class_names))
