@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 import numpy as np
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,6 +51,9 @@ from mgral.data.yolo import read_yolo
 from mgral.errors import InputError
 from mgral.metrics.cli_eval import evaluate_files
 from mgral.strategies.base import STRATEGIES, validate_strategy_params
+
+# a warning printed on stderr beside the error line breaks the one-line promise as much as a traceback
+pytestmark = pytest.mark.filterwarnings("error")
 
 SCALE = float(os.environ.get("MGRAL_FUZZ_SCALE", "1"))
 COUNTS: Counter[str] = Counter()

@@ -288,7 +288,8 @@ def load_config(
     if preset:
         if preset not in PRESETS:
             raise InputError("--preset", f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-        data = _merge(to_dict(RunConfig()), copy.deepcopy(PRESETS[preset]))  # overrides must not edit a preset
+        # a copy: the overrides below must not edit the preset itself
+        data = _merge(to_dict(RunConfig()), copy.deepcopy(PRESETS[preset]))
     elif file:
         from mgral.utils import parse_yaml, read_text
 

@@ -134,8 +134,9 @@ def read_coco(
         if check_images:
             check_image_file(image_root / file_name, str(path), item, read_header=False)
         entries = per_image[ids[k]]
-        xywh = np.array([e[0] for e in entries], np.float32).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        xywh = np.array([e[0] for e in entries], np.float64).reshape(-1, 4)
+        with np.errstate(over="ignore"):  # an overflow is reported by check_boxes
+            boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         for j, e in enumerate(entries):
             if e[0][2] <= 0 or e[0][3] <= 0:
                 raise InputError(path, f"{item}: annotation {j} bbox {e[0]} has no area")

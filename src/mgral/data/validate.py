@@ -39,14 +39,20 @@ def check_boxes(
 ) -> np.ndarray:
     """Validate ``[x1, y1, x2, y2]`` boxes of one image; clip overhangs (counted in ``stats``).
 
-    Raises :class:`InputError` for a non-finite box, a box with no area, or one wholly outside the image.
+    Raises :class:`InputError` for a coordinate that is not finite (or not one as a 32-bit float, the
+    dtype boxes are kept in), a box with no area, or one wholly outside the image. Readers hand boxes in
+    float64, so that an out-of-range number is reported here rather than overflowing in a cast.
     """
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    if len(boxes) == 0:
-        return boxes
-    if not np.isfinite(boxes).all():
-        k = int(np.nonzero(~np.isfinite(boxes).all(1))[0][0])
-        raise InputError(source, f"{item}: box {k} has a non-finite coordinate {boxes[k].tolist()}")
+    wide = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(wide) == 0:
+        return wide.astype(np.float32)
+    bad_number = ~np.isfinite(wide).all(1) | (np.abs(wide) > np.finfo(np.float32).max).any(1)
+    if bad_number.any():
+        k = int(np.nonzero(bad_number)[0][0])
+        raise InputError(
+            source, f"{item}: box {k} {wide[k].tolist()} has a coordinate that is NaN, infinite or huge"
+        )
+    boxes = wide.astype(np.float32)
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     bad = (w <= 0) | (h <= 0)

@@ -170,7 +170,7 @@ def read_voc(
         for name, _, _ in objects:
             if name not in cls_index:
                 raise InputError(xml, f"unknown class name {name!r} (known: {', '.join(class_names)})")
-        coords = np.array([o[1] for o in objects], np.float32).reshape(-1, 4)
+        coords = np.array([o[1] for o in objects], np.float64).reshape(-1, 4)
         coords[:, :2] -= 1.0
         boxes = check_boxes(coords, width, height, str(xml), f"image {stem}", stats)
         records.append(

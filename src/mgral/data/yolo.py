@@ -87,9 +87,10 @@ def read_yolo(
                         label_file, f"line {ln}: unknown class id {int(values[0])} ({len(names)} classes)"
                     )
                 rows.append(values)
-        arr = np.array(rows, np.float32).reshape(-1, 5)
-        cx, cy, w, h = arr[:, 1] * width, arr[:, 2] * height, arr[:, 3] * width, arr[:, 4] * height
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+        arr = np.array(rows, np.float64).reshape(-1, 5)
+        with np.errstate(over="ignore", invalid="ignore"):  # NaN, inf and overflows: check_boxes reports them
+            cx, cy, w, h = arr[:, 1] * width, arr[:, 2] * height, arr[:, 3] * width, arr[:, 4] * height
+            boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
         boxes = check_boxes(boxes, width, height, str(label_file), f"image {rel}", stats)
         records.append(
             ImageRecord(
