@@ -237,7 +237,7 @@ CASES = [
     Case("results-negative-width", lambda t, s: evaluate(coco(t, s), results(t, [{**GOOD_DET, "bbox": [1, 1, -2, 3]}])),
          ("dets.json", "entry 0: bbox should be 4 finite numbers")),
     Case("results-score-nan", lambda t, s: evaluate(coco(t, s), results(t, [{**GOOD_DET, "score": float("nan")}])),
-         ("dets.json", "entry 0: score should be a finite number")),
+         ("dets.json", "entry 0: score should be a finite number (32-bit float), got nan")),
     Case("results-image-id-list", lambda t, s: evaluate(coco(t, s), results(t, [{**GOOD_DET, "image_id": [1]}])),
          ("dets.json", "entry 0: unknown image id [1]")),
     Case("results-unknown-category", lambda t, s: evaluate(coco(t, s), results(t, [GOOD_DET, {**GOOD_DET,

@@ -23,15 +23,20 @@ class BoxStats:
     clipped: int = 0
 
 
-def finite_number(value: object) -> float | None:
-    """``value`` as a float when it is a finite number from a file (not a boolean), else ``None``."""
+#: boxes and scores are kept in float32; a larger number would overflow in the cast
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def finite_number(value: object, bound: float = math.inf) -> float | None:
+    """``value`` as a float when it is a finite number from a file (not a boolean) of magnitude at most
+    ``bound``, else ``None``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
         number = float(value)
     except OverflowError:  # an integer beyond any float
         return None
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number) and abs(number) <= bound else None
 
 
 def check_boxes(
@@ -46,7 +51,7 @@ def check_boxes(
     wide = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(wide) == 0:
         return wide.astype(np.float32)
-    bad_number = ~np.isfinite(wide).all(1) | (np.abs(wide) > np.finfo(np.float32).max).any(1)
+    bad_number = ~np.isfinite(wide).all(1) | (np.abs(wide) > FLOAT32_MAX).any(1)
     if bad_number.any():
         k = int(np.nonzero(bad_number)[0][0])
         raise InputError(

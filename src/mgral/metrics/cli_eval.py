@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 from mgral.data.coco import coco_dict, load_json
 from mgral.data.formats import read_dataset
 from mgral.data.structures import Prediction
-from mgral.data.validate import finite_number
+from mgral.data.validate import FLOAT32_MAX, finite_number
 from mgral.errors import InputError
 from mgral.metrics.coco import evaluate_coco
 from mgral.metrics.voc import evaluate_voc_dataset
@@ -40,15 +41,22 @@ def read_results(
         if isinstance(cat, bool) or not isinstance(cat, int) or cat not in known_cats:
             raise InputError(path, f"entry {k}: unknown category id {cat!r}")
         b = d["bbox"]
-        box = [finite_number(v) for v in b] if isinstance(b, list) and len(b) == 4 else [None]
-        if any(v is None for v in box) or box[2] < 0 or box[3] < 0:  # type: ignore[operator]
+        numbers = (
+            [finite_number(v, FLOAT32_MAX) for v in b] if isinstance(b, list) and len(b) == 4 else [None] * 4
+        )
+        x, y, w, h = (math.nan if v is None else v for v in numbers)
+        # every comparison with NaN is false: a value that is not a number fails here too
+        if not (w >= 0 and h >= 0 and abs(x + w) <= FLOAT32_MAX and abs(y + h) <= FLOAT32_MAX):
             raise InputError(
-                path, f"entry {k}: bbox should be 4 finite numbers [x, y, w, h] with w, h >= 0, got {b!r}"
+                path,
+                f"entry {k}: bbox should be 4 finite numbers [x, y, w, h] with w, h >= 0 (32-bit floats), got {b!r}",
             )
-        score = finite_number(d["score"])
+        score = finite_number(d["score"], FLOAT32_MAX)
         if score is None:
-            raise InputError(path, f"entry {k}: score should be a finite number, got {d['score']!r}")
-        out.append({"image_id": image_id, "category_id": cat, "bbox": box, "score": score})
+            raise InputError(
+                path, f"entry {k}: score should be a finite number (32-bit float), got {d['score']!r}"
+            )
+        out.append({"image_id": image_id, "category_id": cat, "bbox": [x, y, w, h], "score": score})
     return out
 
 
