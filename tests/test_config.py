@@ -30,3 +30,32 @@ def test_overrides_and_their_errors():
         load_config(preset="smoke", overrides=["train.batch_size=x"])
     with pytest.raises(InputError, match="loop.cycles: need at least 1"):
         load_config(preset="smoke", overrides=["loop.cycles=0"])
+
+
+def test_overrides_do_not_edit_the_presets():
+    """``--set data.synthetic.options.x=...`` once changed the preset itself, for the rest of the process."""
+    cfg = load_config(preset="smoke", overrides=["data.synthetic.options.image_size=48"])
+    assert cfg.data.synthetic.options == {"image_size": 48}
+    assert load_config(preset="smoke").data.synthetic.options == {"image_size": 64}
+    assert PRESETS["smoke"]["data"]["synthetic"]["options"] == {"image_size": 64}
+
+
+def test_numbers_are_finite_and_mapping_keys_are_names():
+    with pytest.raises(InputError, match="train.lr: expected a finite number, got nan"):
+        load_config(preset="smoke", overrides=["train.lr=.nan"])
+    with pytest.raises(InputError, match="data.synthetic.options: keys should be names, got 1"):
+        load_config(preset="smoke", overrides=["data.synthetic.options={1: 2}"])
+    with pytest.raises(InputError, match="strategy_params.entropy: expected a mapping, got"):
+        load_config(preset="smoke", overrides=["strategy_params.entropy=[1, 2]"])
+
+
+def test_messages_stay_on_one_line(tmp_path):
+    (tmp_path / "c.yaml").write_text('"a\\nb": 1\nloop:\n  cycles: [\n')
+    with pytest.raises(InputError) as exc:
+        load_config(file=tmp_path / "c.yaml")
+    assert str(exc.value).endswith(
+        "c.yaml: malformed YAML at line 4 column 1: expected the node content, but found '<stream end>'"
+    )
+    with pytest.raises(InputError) as exc:
+        load_config(preset="smoke", overrides=['loop={"a\\nb": 1}'])
+    assert "\n" not in str(exc.value) and "a\\nb" in str(exc.value)

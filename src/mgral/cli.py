@@ -49,9 +49,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError("--set", "overrides need --preset or --config")
     else:
         cfg = _load_cfg(args)
-    if args.no_progress or args.quiet:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if args.allow_outside_paths:  # recorded in the run's config.yaml, so a resume keeps it
+        cfg = replace(cfg, data=replace(cfg.data, allow_outside_paths=True))
+    if args.no_progress or args.quiet:
         cfg = replace(cfg, progress=False)
     if args.dry_run:
         from mgral.loop.dry_run import dry_run, format_plan
@@ -62,9 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     run = ActiveLearningRun(cfg, args.out)
     cells = len(run.cells())
-    executor = make_executor(
-        args.executor, args.workers, address=args.address, device=cfg.device, tasks=cells
-    )
+    executor = make_executor(args.executor, args.workers, address=args.address, device=cfg.device, tasks=cells,
+                             threads=args.threads)  # fmt: skip
     run.executor = executor
     try:
         run.run()
@@ -109,6 +110,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         split=args.split,
         seed=args.seed,
         box_threshold=args.box_threshold,
+        allow_outside=args.allow_outside_paths,
     )
     print(f"selected {doc['budget']} of {doc['n_unlabeled']} unlabeled images with {doc['strategy']}: "
           f"{args.out} and {Path(args.out).with_suffix('.txt')}")  # fmt: skip
@@ -119,8 +121,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mgral.metrics.cli_eval import evaluate_files
 
     result = evaluate_files(
-        args.gt, args.pred, args.metric, fmt=args.format, split=args.split, backend=args.backend
-    )
+        args.gt, args.pred, args.metric, fmt=args.format, split=args.split, backend=args.backend,
+        allow_outside=args.allow_outside_paths,
+    )  # fmt: skip
     print(json.dumps(result, indent=1))
     return 0
 
@@ -158,6 +161,14 @@ def _add_cfg_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_outside_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let annotation files name images outside their dataset folder (../x.png, absolute paths)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mgral import __version__
 
@@ -181,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "are bit-identical for the same threads per cell")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="print the plan and a time estimate, run one short "
                    "cycle of every strategy on a sample; write nothing")  # fmt: skip
+    _add_outside_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("query", help="pick the images to label next in a partly annotated dataset")
@@ -196,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON output; a .txt list of file names is written beside it")
     p.add_argument("--box-threshold", type=float, default=0.3,
                    help="model boxes scoring at least this are written with each pick (default 0.3)")  # fmt: skip
+    _add_outside_arg(p)
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("evaluate", help="evaluate COCO-format detections against a dataset")
@@ -205,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "yolo"])
     p.add_argument("--split", help="VOC split")
     p.add_argument("--backend", default="faster", choices=["faster", "pycocotools"], help="COCO evaluator")
+    _add_outside_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="curves and table of a run directory")

@@ -8,7 +8,9 @@ the seeds in it. Build one with :func:`load_config`::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ class DataConfig:
     test_format: str = "auto"
     test_split: str | None = None
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    allow_outside_paths: bool = False  # annotation files may name images outside their dataset folder
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise InputError(where, f"expected a mapping, got {value!r}")
-        return dict(value)
+        key_type, value_type = typing.get_args(tp) or (Any, Any)
+        if key_type is str:
+            for k in value:
+                if not isinstance(k, str):
+                    raise InputError(where, f"keys should be names, got {k!r}")
+        return {k: _convert(value_type, v, f"{where}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:
@@ -211,7 +219,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(where, f"expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            raise InputError(where, f"expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise InputError(where, f"expected text, got {value!r}")
@@ -225,7 +239,8 @@ def _from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     unknown = set(data) - names
     if unknown:
         raise InputError(
-            where, f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(names)) or 'none'}"
+            where,
+            f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(names)) or 'none'}",
         )
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
     try:
@@ -269,7 +284,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # not YAML: the text itself
         value = raw
     return key.strip().split("."), value
 
@@ -284,15 +299,13 @@ def load_config(
     if preset:
         if preset not in PRESETS:
             raise InputError("--preset", f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-        data = _merge(to_dict(RunConfig()), PRESETS[preset])
+        # a copy: the overrides below must not edit the preset itself
+        data = _merge(to_dict(RunConfig()), copy.deepcopy(PRESETS[preset]))
     elif file:
+        from mgral.utils import parse_yaml, read_text
+
         path = Path(file)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise InputError(path, "file not found") from None
-        except yaml.YAMLError as exc:
-            raise InputError(path, f"malformed YAML: {exc}") from None
+        loaded = parse_yaml(read_text(path), path)
         if not isinstance(loaded, dict):
             raise InputError(path, "top level should be a mapping")
         data = _merge(to_dict(RunConfig()), loaded)
@@ -354,7 +367,9 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 def config_from_yaml_text(text: str, source: str) -> RunConfig:
-    data = yaml.safe_load(text)
+    from mgral.utils import parse_yaml
+
+    data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise InputError(source, "top level should be a mapping")
     return _from_dict(RunConfig, data)

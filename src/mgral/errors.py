@@ -11,10 +11,21 @@ class MgralError(Exception):
     """Base class of every error mgral raises on purpose."""
 
 
+#: what ``str.splitlines`` breaks lines at
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks written as escapes (``\\n``), so a message stays one line even when
+    a file name or a value from a file holds a newline."""
+    return text.translate(_LINE_BREAKS)
+
+
 class InputError(MgralError):
-    """Bad input: the message names the file (or option) and what is wrong with it."""
+    """Bad input: the message names the file (or option) and what is wrong with it, on one line."""
 
     def __init__(self, source: object, problem: str) -> None:
         self.source = str(source)
         self.problem = problem
-        super().__init__(f"{self.source}: {problem}" if self.source else problem)
+        text = f"{self.source}: {problem}" if self.source else problem
+        super().__init__(one_line(text))

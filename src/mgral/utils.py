@@ -43,21 +43,88 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of a UTF-8 file; a missing, unreadable or non-UTF-8 file raises
+    :class:`~mgral.errors.InputError` naming it."""
+    from mgral.errors import InputError
+
     try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a folder, expected a file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def parse_yaml(text: str, source: str | os.PathLike[str]) -> Any:
+    """``yaml.safe_load`` of ``text``; anything it cannot load raises :class:`~mgral.errors.InputError`
+    naming ``source`` with a one-line reason (PyYAML's own messages span several lines)."""
+    import yaml
+
+    from mgral.errors import InputError
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise InputError(source, f"malformed YAML{where}: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:
+        raise InputError(
+            source, f"malformed YAML: {exc.reason} {exc.character!r} at position {exc.position}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InputError(source, f"malformed YAML: {exc}") from None
+    except RecursionError:
+        raise InputError(source, "malformed YAML: nested too deeply") from None
+    except ValueError as exc:  # a value PyYAML recognises but cannot build, e.g. the date 2001-13-01
+        raise InputError(source, f"malformed YAML: {exc}") from None
+
+
+def _cannot_write(path: Path, exc: OSError) -> Exception:
+    from mgral.errors import InputError
+
+    return InputError(path, f"cannot write ({exc.strerror or exc})")
+
+
+def make_dir(path: str | os.PathLike[str]) -> Path:
+    """``mkdir -p``; a folder that cannot be made (read-only file system, permission denied, a file in the
+    way) raises :class:`~mgral.errors.InputError` naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file.
+
+    When writing fails (a full disk, a read-only file system, permission denied), the temporary file is
+    removed, ``path`` keeps its previous content (or stays absent), and :class:`~mgral.errors.InputError`
+    names ``path`` and the reason."""
+    path = Path(path)
+    make_dir(path.parent)
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         crash_point("file-write")  # the new file is complete but not yet in place
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _cannot_write(path, exc) from None
         raise
 
 

@@ -79,7 +79,10 @@ def test_overhanging_box_is_clipped_with_warning(tmp_path, caplog):
             "duplicate image id 7",
         ),
         ({"images": []}, "no images"),
-        ({"annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5]}]}, "4 numbers"),
+        (
+            {"annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5]}]},
+            "4 finite numbers",
+        ),
     ],
 )
 def test_bad_annotations_name_file_and_problem(tmp_path, over, message):
@@ -105,3 +108,11 @@ def test_unreadable_image_is_reported_on_load(tmp_path):
     ds = read_coco(p)
     with pytest.raises(InputError, match="a.png: unreadable image"):
         ds.load_image(0)
+
+
+def test_image_of_another_size_is_reported_on_load(tmp_path):
+    """A corrupted header can decode to another size; boxes would then be in the wrong frame."""
+    p = _write(tmp_path, _doc())
+    Image.new("RGB", (50, 41)).save(tmp_path / "images" / "a.png")
+    with pytest.raises(InputError, match="a.png: the image is 50x41 but its annotations say 50x40"):
+        read_coco(p).load_image(0)

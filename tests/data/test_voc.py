@@ -58,3 +58,13 @@ def test_malformed_xml_and_unknown_class(tmp_path):
     root = _voc(tmp_path / "u", {"a": XML}, ["a"])
     with pytest.raises(InputError, match="unknown class name 'cat'"):
         read_voc(root, "trainval", class_names=["dog"])
+
+
+def test_ids_and_sizes_that_only_look_numeric(tmp_path):
+    """'²' passes str.isdigit but not int(): the ids fall back to 1..N; a NaN size is an error."""
+    root = _voc(tmp_path / "d", {"000005": XML, "\u00b2": XML}, ["000005", "\u00b2"])
+    ds = read_voc(root, "trainval")
+    assert [r.image_id for r in ds.images] == [1, 2] and [r.key for r in ds.images] == ["000005", "\u00b2"]
+    root = _voc(tmp_path / "n", {"a": XML.replace(">60<", ">nan<")}, ["a"])
+    with pytest.raises(InputError, match=r"a.xml: size: <width> should be a whole number of pixels, got nan"):
+        read_voc(root, "trainval")

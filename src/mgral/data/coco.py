@@ -13,26 +13,28 @@ from mgral.data.dataset import DetectionDataset, ImageRecord, Indices
 from mgral.data.validate import (
     BoxStats,
     check_boxes,
+    check_file_name,
     check_image_file,
+    check_inside,
     check_not_empty,
     check_unique_ids,
+    finite_number,
     warn_clipped,
 )
 from mgral.errors import InputError
-from mgral.utils import atomic_write_json
+from mgral.utils import atomic_write_json, read_text
 
 
 def load_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read ({exc})") from None
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(path, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise InputError(path, f"malformed JSON: {exc}") from None
 
 
 def _require(obj: dict, key: str, kind: type | tuple[type, ...], source: Path, item: str) -> Any:
@@ -46,12 +48,21 @@ def _require(obj: dict, key: str, kind: type | tuple[type, ...], source: Path, i
     return value
 
 
+def _require_id(obj: dict, key: str, source: Path, item: str) -> int:
+    """An id field: an integer that fits in 64 bits (what SQLite, NumPy and the COCO evaluators hold)."""
+    value = _require(obj, key, int, source, item)
+    if not -(2**63) <= value < 2**63:
+        raise InputError(source, f"{item}: field '{key}' {value} does not fit in 64 bits")
+    return value
+
+
 def read_coco(
     path: str | Path,
     image_root: str | Path | None = None,
     *,
     partial: bool = False,
     check_images: bool = True,
+    allow_outside: bool = False,
 ) -> DetectionDataset:
     """Read a COCO detection JSON.
 
@@ -59,6 +70,8 @@ def read_coco(
     With ``partial=True`` (practitioner mode) an image without annotations is unlabeled, unless its image
     entry has ``"labeled": true``; otherwise every image is annotated (no annotations = a negative).
     ``check_images=False`` skips the check that image files exist (evaluation reads annotations only).
+    A ``file_name`` that leads outside ``image_root`` (``../x.png``, an absolute path elsewhere) is refused
+    unless ``allow_outside``.
     """
     path = Path(path)
     data = load_json(path)
@@ -76,7 +89,7 @@ def read_coco(
     cat_ids: list[int] = []
     names: list[str] = []
     for k, cat in enumerate(cats):
-        cat_ids.append(_require(cat, "id", int, path, f"category {k}"))
+        cat_ids.append(_require_id(cat, "id", path, f"category {k}"))
         names.append(str(_require(cat, "name", str, path, f"category {k}")))
     if len(set(cat_ids)) != len(cat_ids):
         raise InputError(path, "duplicate category ids")
@@ -89,7 +102,7 @@ def read_coco(
         image_root = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
     image_root = Path(image_root)
 
-    ids = [_require(im, "id", int, path, f"image entry {k}") for k, im in enumerate(images)]
+    ids = [_require_id(im, "id", path, f"image entry {k}") for k, im in enumerate(images)]
     check_unique_ids(ids, str(path))
     per_image: dict[int, list[tuple[list[float], int, bool]]] = {i: [] for i in ids}
     for k, ann in enumerate(anns):
@@ -100,16 +113,20 @@ def read_coco(
         cat = _require(ann, "category_id", int, path, item)
         if cat not in cat_index:
             raise InputError(path, f"{item}: unknown category id {cat}")
-        bbox = _require(ann, "bbox", list, path, item)
-        if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-            raise InputError(path, f"{item}: bbox should be 4 numbers [x, y, w, h], got {bbox!r}")
-        per_image[image_id].append((bbox, cat_index[cat], bool(ann.get("iscrowd", 0))))
+        raw = _require(ann, "bbox", list, path, item)
+        bbox = [finite_number(v) for v in raw]
+        if len(bbox) != 4 or any(v is None for v in bbox):
+            raise InputError(path, f"{item}: bbox should be 4 finite numbers [x, y, w, h], got {raw!r}")
+        finite = [v for v in bbox if v is not None]  # all of them, checked above
+        per_image[image_id].append((finite, cat_index[cat], bool(ann.get("iscrowd", 0))))
 
     stats = BoxStats()
     records = []
     for k, im in enumerate(images):
         item = f"image {ids[k]}"
         file_name = str(_require(im, "file_name", str, path, item))
+        check_file_name(file_name, str(path), item)
+        check_inside(image_root / file_name, image_root, str(path), item, file_name, allow_outside)
         width = _require(im, "width", int, path, item)
         height = _require(im, "height", int, path, item)
         if width <= 0 or height <= 0:
@@ -117,8 +134,9 @@ def read_coco(
         if check_images:
             check_image_file(image_root / file_name, str(path), item, read_header=False)
         entries = per_image[ids[k]]
-        xywh = np.array([e[0] for e in entries], np.float32).reshape(-1, 4)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        xywh = np.array([e[0] for e in entries], np.float64).reshape(-1, 4)
+        with np.errstate(over="ignore"):  # an overflow is reported by check_boxes
+            boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         for j, e in enumerate(entries):
             if e[0][2] <= 0 or e[0][3] <= 0:
                 raise InputError(path, f"{item}: annotation {j} bbox {e[0]} has no area")

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from mgral.data.validate import IMAGE_ERRORS, unreadable_image
 from mgral.errors import InputError
 
 #: dataset indices: a list of ints or an integer array
@@ -115,15 +116,22 @@ class DetectionDataset:
         return (self.image_root / rec.file_name) if self.image_root is not None else Path(rec.file_name)
 
     def load_image(self, i: int) -> Image.Image:
-        """The image as RGB; a missing or unreadable file raises :class:`InputError` naming it."""
+        """The image as RGB. A missing or unreadable file, and one whose size is not its record's (a
+        corrupted header, or annotations made for another image), raise :class:`InputError` naming it."""
         path = self.image_path(i)
+        rec = self.images[i]
         try:
             with Image.open(path) as im:
+                if im.size != (rec.width, rec.height):
+                    raise InputError(
+                        path,
+                        f"the image is {im.size[0]}x{im.size[1]} but its annotations say {rec.width}x{rec.height}",
+                    )
                 return im.convert("RGB")
         except FileNotFoundError:
             raise InputError(path, "image file not found") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise InputError(path, f"unreadable image ({exc.__class__.__name__}: {exc})") from None
+        except IMAGE_ERRORS as exc:
+            raise unreadable_image(path, exc) from None
 
     def subset(self, indices: Iterable[int]) -> DetectionDataset:
         return DetectionDataset(

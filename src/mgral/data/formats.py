@@ -59,11 +59,17 @@ def read_dataset(
     image_root: str | Path | None = None,
     partial: bool = False,
     check_images: bool = True,
+    allow_outside: bool = False,
 ) -> DetectionDataset:
-    """Read a COCO JSON (or a folder holding one), a VOC folder or a YOLO folder."""
+    """Read a COCO JSON (or a folder holding one), a VOC folder or a YOLO folder.
+
+    ``allow_outside`` lets an annotation file name image files outside the dataset folder (a YOLO folder
+    cannot: its images are the files under ``images/``)."""
     fmt, path = resolve_format(path, fmt)
     if fmt == "coco":
-        return read_coco(path, image_root, partial=partial, check_images=check_images)
+        return read_coco(
+            path, image_root, partial=partial, check_images=check_images, allow_outside=allow_outside
+        )
     if fmt == "voc":
-        return read_voc(path, split, partial=partial, check_images=check_images)
+        return read_voc(path, split, partial=partial, check_images=check_images, allow_outside=allow_outside)
     return read_yolo(path, partial=partial, check_images=check_images)

@@ -18,7 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def load_run_data(cfg: DataConfig, cache_dir: str | Path) -> tuple[DetectionDataset, DetectionDataset]:
-    """``(pool, test)`` for ``cfg``. Synthetic data is generated under ``cache_dir`` (reused if present)."""
+    """``(pool, test)`` for ``cfg``. Synthetic data is generated under ``cache_dir`` (reused if present).
+
+    Annotation files may name images outside their dataset folder only with ``cfg.allow_outside_paths``;
+    the merged VOC07+12 pool makes its file names absolute after reading, which needs no permission."""
+    outside = cfg.allow_outside_paths
     if cfg.kind == "synthetic":
         s = cfg.synthetic
         spec = spec_for(s.difficulty, **s.options)
@@ -32,19 +36,19 @@ def load_run_data(cfg: DataConfig, cache_dir: str | Path) -> tuple[DetectionData
             if not (root / sub).is_dir():
                 raise InputError(root, f"expected a VOCdevkit folder holding {sub}/")
         pool = merge_datasets(
-            [read_voc(root / "VOC2007", "trainval"), read_voc(root / "VOC2012", "trainval")],
+            [read_voc(root / sub, "trainval", allow_outside=outside) for sub in ("VOC2007", "VOC2012")],
             str(root) + " (07+12 trainval)",
         )
-        return pool, read_voc(root / "VOC2007", "test")
+        return pool, read_voc(root / "VOC2007", "test", allow_outside=outside)
     if cfg.kind == "coco2017":
         root = Path(cfg.root or "")
         ann = root / "annotations"
-        pool = read_coco(ann / "instances_train2017.json", root / "train2017")
-        test = read_coco(ann / "instances_val2017.json", root / "val2017")
+        pool = read_coco(ann / "instances_train2017.json", root / "train2017", allow_outside=outside)
+        test = read_coco(ann / "instances_val2017.json", root / "val2017", allow_outside=outside)
         return pool, test
     assert cfg.train and cfg.test
-    pool = read_dataset(cfg.train, cfg.train_format, split=cfg.train_split)
-    test = read_dataset(cfg.test, cfg.test_format, split=cfg.test_split)
+    pool = read_dataset(cfg.train, cfg.train_format, split=cfg.train_split, allow_outside=outside)
+    test = read_dataset(cfg.test, cfg.test_format, split=cfg.test_split, allow_outside=outside)
     if pool.class_names != test.class_names:
         raise InputError(
             cfg.test, f"class names {test.class_names} differ from the pool's {pool.class_names}"

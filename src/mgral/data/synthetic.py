@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mgral.config import from_mapping
 from mgral.data.coco import read_coco, write_coco
 from mgral.data.dataset import DetectionDataset, ImageRecord
 from mgral.errors import InputError
-from mgral.utils import atomic_write_bytes, derive_seed
+from mgral.utils import atomic_write_bytes, derive_seed, make_dir
 
 SHAPE_NAMES = ("circle", "square", "triangle", "diamond", "cross", "ring", "hexagon", "bar")
 GENERATORS = ("shapes", "digits")
@@ -70,11 +71,9 @@ def spec_for(difficulty: str = "easy", **overrides: Any) -> SyntheticSpec:
         raise InputError(
             "--difficulty", f"unknown setting {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}"
         )
-    known = {f.name for f in fields(SyntheticSpec)}
-    bad = set(overrides) - known
-    if bad:
-        raise InputError("synthetic", f"unknown option(s) {', '.join(sorted(bad))}")
-    spec = replace(DIFFICULTIES[difficulty], **{k: v for k, v in overrides.items() if v is not None})
+    # the config's converter: unknown knobs and wrong types are one-line errors naming the knob
+    knobs = {**asdict(DIFFICULTIES[difficulty]), **{k: v for k, v in overrides.items() if v is not None}}
+    spec = from_mapping(SyntheticSpec, knobs, "data.synthetic.options")
     if spec.min_objects < 0 or spec.max_objects < max(1, spec.min_objects):
         raise InputError(
             "synthetic", "objects per image: need 0 <= min_objects <= max_objects, max_objects >= 1"
@@ -282,7 +281,7 @@ def make_dataset(
                 return read_coco(ann, out / "images")
         except (json.JSONDecodeError, OSError):
             pass
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    make_dir(out / "images")
     records = []
     for i in range(n):
         pixels, boxes, labels = render_frame(kind, spec, seed, i)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +23,41 @@ class BoxStats:
     clipped: int = 0
 
 
+#: boxes and scores are kept in float32; a larger number would overflow in the cast
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def finite_number(value: object, bound: float = math.inf) -> float | None:
+    """``value`` as a float when it is a finite number from a file (not a boolean) of magnitude at most
+    ``bound``, else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) and abs(number) <= bound else None
+
+
 def check_boxes(
     boxes: np.ndarray, width: int, height: int, source: str, item: str, stats: BoxStats
 ) -> np.ndarray:
     """Validate ``[x1, y1, x2, y2]`` boxes of one image; clip overhangs (counted in ``stats``).
 
-    Raises :class:`InputError` for a non-finite box, a box with no area, or one wholly outside the image.
+    Raises :class:`InputError` for a coordinate that is not finite (or not one as a 32-bit float, the
+    dtype boxes are kept in), a box with no area, or one wholly outside the image. Readers hand boxes in
+    float64, so that an out-of-range number is reported here rather than overflowing in a cast.
     """
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    if len(boxes) == 0:
-        return boxes
-    if not np.isfinite(boxes).all():
-        k = int(np.nonzero(~np.isfinite(boxes).all(1))[0][0])
-        raise InputError(source, f"{item}: box {k} has a non-finite coordinate {boxes[k].tolist()}")
+    wide = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(wide) == 0:
+        return wide.astype(np.float32)
+    bad_number = ~np.isfinite(wide).all(1) | (np.abs(wide) > FLOAT32_MAX).any(1)
+    if bad_number.any():
+        k = int(np.nonzero(bad_number)[0][0])
+        raise InputError(
+            source, f"{item}: box {k} {wide[k].tolist()} has a coordinate that is NaN, infinite or huge"
+        )
+    boxes = wide.astype(np.float32)
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     bad = (w <= 0) | (h <= 0)
@@ -59,6 +83,18 @@ def warn_clipped(stats: BoxStats, source: str) -> None:
         log.warning("%s: clipped %d box(es) that overhung their image", source, stats.clipped)
 
 
+#: what PIL raises for a file it cannot decode (a missing file aside): an unknown format, a truncated or
+#: corrupted stream (OSError, SyntaxError, EOFError, ValueError from its plugins), a header claiming far
+#: more pixels than PIL's limit (DecompressionBombError)
+IMAGE_ERRORS: tuple[type[Exception], ...] = (
+    UnidentifiedImageError, OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError,
+)  # fmt: skip
+
+
+def unreadable_image(path: Path, exc: Exception) -> InputError:
+    return InputError(path, f"unreadable image ({exc.__class__.__name__}: {exc})")
+
+
 def check_image_file(path: Path, source: str, item: str, read_header: bool) -> tuple[int, int] | None:
     """Check that an image file exists (and, with ``read_header``, that PIL can read it); return its size."""
     if not path.is_file():
@@ -68,8 +104,34 @@ def check_image_file(path: Path, source: str, item: str, read_header: bool) -> t
     try:
         with Image.open(path) as im:
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(path, f"unreadable image ({exc})") from None
+    except IMAGE_ERRORS as exc:
+        raise unreadable_image(path, exc) from None
+
+
+def check_inside(path: Path, root: Path, source: str, item: str, name: str, allow_outside: bool) -> None:
+    """Refuse a file that an annotation file names (``name``, giving ``path``) when it lies outside ``root``,
+    the folder the dataset's files are relative to: ``../x.png`` or an absolute path elsewhere would make
+    mgral read (and report on) files the user never handed it. The test is on the path as written
+    (normalised, not resolved), so a symlink inside the folder is followed wherever it leads.
+    ``allow_outside`` lifts the rule (``--allow-outside-paths``, ``data.allow_outside_paths``)."""
+    if allow_outside:
+        return
+    base = os.path.normpath(os.path.abspath(root))
+    target = os.path.normpath(os.path.abspath(path))
+    if target == base or os.path.commonpath([base, target]) != base:
+        raise InputError(
+            source,
+            f"{item}: file name {name!r} is not inside the dataset folder {root} "
+            "(pass --allow-outside-paths, or set data.allow_outside_paths, to allow it)",
+        )
+
+
+def check_file_name(name: str, source: str, item: str) -> None:
+    """A file name from an annotation file must be able to name a file."""
+    if not name.strip():
+        raise InputError(source, f"{item}: empty file name")
+    if "\x00" in name:
+        raise InputError(source, f"{item}: file name {name!r} contains a NUL character")
 
 
 def check_unique_ids(ids: list[int], source: str) -> None:

@@ -6,6 +6,7 @@ so that a box ``[x1, y1, x2, y2]`` spans ``x2 - x1`` pixels, and the writer adds
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from mgral.data.dataset import DetectionDataset, ImageRecord
-from mgral.data.validate import BoxStats, check_boxes, check_image_file, check_not_empty, warn_clipped
+from mgral.data.validate import (
+    BoxStats,
+    check_boxes,
+    check_image_file,
+    check_inside,
+    check_not_empty,
+    warn_clipped,
+)
 from mgral.errors import InputError
-from mgral.utils import atomic_write_text
+from mgral.utils import atomic_write_text, read_text
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -30,7 +38,7 @@ def _image_ids_for_split(root: Path, split: str | None) -> list[str]:
         f = root / "ImageSets" / "Main" / f"{split}.txt"
         if not f.is_file():
             raise InputError(f, f"split file for '{split}' not found")
-        return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+        return [line.split()[0] for line in read_text(f).splitlines() if line.strip()]
     stems = {p.stem for p in (root / "JPEGImages").glob("*") if p.suffix.lower() in IMAGE_EXTS}
     stems |= {p.stem for p in (root / "Annotations").glob("*.xml")}
     return sorted(stems)
@@ -59,6 +67,14 @@ def _number(node: ET.Element, tag: str, xml: Path, item: str) -> float:
         raise InputError(xml, f"{item}: <{tag}> is not a number: {text!r}") from None
 
 
+def _pixels(size: ET.Element, tag: str, xml: Path) -> int:
+    """A side of ``<size>`` in whole pixels (0 or less: unknown, read from the image)."""
+    value = _number(size, tag, xml, "size")
+    if not math.isfinite(value) or not value.is_integer():
+        raise InputError(xml, f"size: <{tag}> should be a whole number of pixels, got {value!r}")
+    return int(value)
+
+
 def parse_voc_xml(xml: Path) -> tuple[int | None, int | None, list[tuple[str, list[float], bool]]]:
     """``(width, height, [(name, [xmin, ymin, xmax, ymax] 1-based, difficult), ...])`` of one XML file."""
     try:
@@ -71,8 +87,7 @@ def parse_voc_xml(xml: Path) -> tuple[int | None, int | None, list[tuple[str, li
     size = root.find("size")
     width = height = None
     if size is not None and size.find("width") is not None:
-        width = int(_number(size, "width", xml, "size"))
-        height = int(_number(size, "height", xml, "size"))
+        width, height = (_pixels(size, tag, xml) for tag in ("width", "height"))
     objects = []
     for k, obj in enumerate(root.findall("object")):
         item = f"object {k}"
@@ -94,12 +109,15 @@ def read_voc(
     class_names: Sequence[str] | None = None,
     partial: bool = False,
     check_images: bool = True,
+    allow_outside: bool = False,
 ) -> DetectionDataset:
     """Read a VOC-layout folder (``root`` holds ``Annotations`` and ``JPEGImages``).
 
     ``split`` picks ``ImageSets/Main/<split>.txt``; without it every image (and XML) is taken. Classes
     are ``class_names`` when given, the 20 VOC classes when every object name is one of them, else the
     sorted names found. With ``partial=True`` an image without XML is unlabeled; otherwise it is an error.
+    An id in the split file that leads outside ``Annotations/`` or ``JPEGImages/`` (``../x``, ``/abs/x``) is
+    refused unless ``allow_outside``.
     """
     root = Path(root)
     if not (root / "Annotations").is_dir() and not (root / "JPEGImages").is_dir():
@@ -110,6 +128,11 @@ def read_voc(
     parsed: dict[str, tuple[int | None, int | None, list[tuple[str, list[float], bool]]] | None] = {}
     for stem in stems:
         xml = root / "Annotations" / f"{stem}.xml"
+        source = str(root / "ImageSets" / "Main" / f"{split}.txt") if split is not None else str(root)
+        check_inside(xml, root / "Annotations", source, f"image {stem}", stem, allow_outside)
+        check_inside(
+            root / "JPEGImages" / stem, root / "JPEGImages", source, f"image {stem}", stem, allow_outside
+        )
         if xml.is_file():
             parsed[stem] = parse_voc_xml(xml)
         elif partial:
@@ -123,7 +146,10 @@ def read_voc(
         raise InputError(root, "no object classes found in the annotations")
     cls_index = {n: i for i, n in enumerate(class_names)}
 
-    numeric = all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems)
+    # ids from numeric stems (VOC's 000005 -> 5): ASCII digits only (int() refuses '²', which isdigit()
+    # accepts), distinct, and small enough for 64 bits
+    numeric = all(s.isascii() and s.isdigit() and len(s) <= 18 for s in stems)
+    numeric = numeric and len({int(s) for s in stems}) == len(stems)
     stats = BoxStats()
     records = []
     for k, stem in enumerate(stems):
@@ -131,7 +157,8 @@ def read_voc(
         image_path = _find_image(root, stem)
         if image_path is None and check_images:
             raise InputError(root / "JPEGImages", f"image {stem}: image file not found")
-        file_name = image_path.name if image_path is not None else f"{stem}.jpg"
+        # relative to JPEGImages/ as the split file names it (an id may hold a sub-folder)
+        file_name = f"{stem}{image_path.suffix}" if image_path is not None else f"{stem}.jpg"
         p = parsed[stem]
         width, height, objects = p if p is not None else (None, None, [])
         if width is None or height is None or width <= 0 or height <= 0:
@@ -143,7 +170,7 @@ def read_voc(
         for name, _, _ in objects:
             if name not in cls_index:
                 raise InputError(xml, f"unknown class name {name!r} (known: {', '.join(class_names)})")
-        coords = np.array([o[1] for o in objects], np.float32).reshape(-1, 4)
+        coords = np.array([o[1] for o in objects], np.float64).reshape(-1, 4)
         coords[:, :2] -= 1.0
         boxes = check_boxes(coords, width, height, str(xml), f"image {stem}", stats)
         records.append(

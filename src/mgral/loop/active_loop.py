@@ -51,6 +51,7 @@ from mgral.utils import (
     atomic_write_text,
     crash_point,
     derive_seed,
+    read_text,
     resolve_device,
     rng_for,
     safe_torch_load,
@@ -127,16 +128,14 @@ class ActiveLearningRun:
         path = Path(run_dir) / "config.yaml"
         if not path.is_file():
             return None
-        return config_from_yaml_text(path.read_text(), str(path))
+        return config_from_yaml_text(read_text(path), str(path))
 
-    def _prepare_dir(self) -> None:
-        """Write the config, or check it against the stored one: only the grid (strategies, seeds) may
-        differ, and the stored config then records the union of both grids."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def _check_dir(self) -> RunConfig | None:
+        """The stored config when the run directory already holds this run (read only); another run's
+        config is refused. Only the grid (strategies, seeds) may differ."""
         stored = self.stored_config(self.run_dir)
         if stored is None:
-            save_config(self.cfg, self.run_dir / "config.yaml")
-            return
+            return None
         a, b = to_dict(stored), to_dict(self.cfg)
         for d in (a, b):
             d.pop("progress", None)
@@ -148,6 +147,13 @@ class ActiveLearningRun:
                 f"this run directory holds a run with another config (first difference at '{_diff_key(a, b)}'); "
                 "use another --out, or the same config (more seeds or strategies are fine) to resume",
             )
+        return stored
+
+    def _save_config(self, stored: RunConfig | None) -> None:
+        """Write the config, or grow the stored one's grid to the union of both grids."""
+        if stored is None:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            return
         loop = stored.loop
         grown = replace(loop, strategies=tuple(dict.fromkeys([*loop.strategies, *self.cfg.loop.strategies])),
                         seeds=tuple(dict.fromkeys([*loop.seeds, *self.cfg.loop.seeds])))  # fmt: skip
@@ -170,13 +176,18 @@ class ActiveLearningRun:
         return self.store.cycle_row(name, seed, self.cfg.loop.cycles - 1) is not None
 
     def run(self) -> list[dict[str, Any]]:
+        # nothing is written before the config, the store and the data have passed their checks: bad input
+        # leaves no half-made run directory
+        stored = self._check_dir()
+        RunStore.check(self.run_dir / "store.sqlite")
+        self.pool_ds, self.test_ds = load_run_data(self.cfg.data, self.run_dir / "data")
+        self.sizes()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with RunLock(self.run_dir):
-            self._prepare_dir()
-            self.open()
+            self._save_config(stored)
+            self.store = RunStore(self.run_dir / "store.sqlite")
             try:
                 log.info("pool: %s; test: %s", self.pool_ds, self.test_ds)
-                self.sizes()
                 todo = [(seed, name) for seed, name in self.cells() if not self.done(seed, name)]
                 config = to_dict(self.cfg)
                 cell_progress = self.progress and self.executor.workers == 1

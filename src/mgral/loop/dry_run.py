@@ -136,7 +136,14 @@ def _short_config(cfg: RunConfig, train: Path, test: Path, pool_size: int) -> Ru
                        "rescore_top": 1, "base_iterations": 2, "passes": 0.5}  # fmt: skip
     train_cfg = replace(cfg.train, iterations=2, epochs=0.0, checkpoint_every=0, warmup_iters=0, lr_steps=())
     loop = replace(cfg.loop, seeds=cfg.loop.seeds[:1], initial=initial, budget=budget, cycles=2)
-    data = DataConfig(kind="files", train=str(train), test=str(test), train_format="coco", test_format="coco")
+    data = DataConfig(
+        kind="files",
+        train=str(train),
+        test=str(test),
+        train_format="coco",
+        test_format="coco",
+        allow_outside_paths=True,
+    )  # the sample names the images where they are
     return replace(cfg, data=data, train=train_cfg, loop=loop, strategy_params=params, progress=False)
 
 

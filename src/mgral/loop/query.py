@@ -48,6 +48,7 @@ def query(
     seed: int = 0,
     workdir: str | Path | None = None,
     box_threshold: float = 0.3,
+    allow_outside: bool = False,
 ) -> dict[str, Any]:
     """Train on the annotated images of ``data``, pick ``budget`` unannotated ones with ``strategy``.
 
@@ -55,7 +56,8 @@ def query(
     name per line). Returns the JSON document. Each pick also carries its image's ``width`` and
     ``height`` and the trained model's ``boxes`` scoring at least ``box_threshold`` (best first), as
     ``{"bbox": [x1, y1, x2, y2] original pixels, "label": class name, "score": s}``: the pre-annotations
-    an annotation tool shows for correction.
+    an annotation tool shows for correction. ``allow_outside`` lets the annotation file name images
+    outside the dataset folder.
     """
     out = Path(out)
     if not 0.0 <= float(box_threshold) <= 1.0:
@@ -67,7 +69,7 @@ def query(
             f"strategy_params.{strategy}",
             "the oracle reward needs ground truth of unlabeled images; use it in simulation runs only",
         )
-    ds = read_dataset(data, fmt, split=split, partial=True)
+    ds = read_dataset(data, fmt, split=split, partial=True, allow_outside=allow_outside)
     labeled, unlabeled = ds.annotated_indices(), ds.unannotated_indices()
     if len(labeled) == 0:
         raise InputError(data, "no annotated image to train on")

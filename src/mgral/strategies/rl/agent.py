@@ -51,7 +51,7 @@ from mgral.strategies.rl.search import (
     pick_probabilities,
     reinforce_update,
 )
-from mgral.utils import crash_point, derive_seed, progress_bar, rng_for
+from mgral.utils import crash_point, derive_seed, make_dir, progress_bar, rng_for
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class MgralStrategy(Strategy):
 
     def reward(self, ctx: SelectionContext) -> ProxyReward:
         if ctx.workdir is not None:
-            ctx.workdir.mkdir(parents=True, exist_ok=True)
+            make_dir(ctx.workdir)
         return ProxyReward(self.options.reward_config(), ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
                            unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, workdir=ctx.workdir,
                            oracle=ctx.oracle if self.options.reward == "oracle" else None,
