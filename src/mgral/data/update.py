@@ -179,8 +179,10 @@ def _commit(root: Path, moves: list[tuple[Path, Path]]) -> Path:
                 shutil.copymode(dst, src)  # keep the permissions of the file it replaces
             os.replace(src, dst)
             done.append(dst)
-    except BaseException:
+    except BaseException as exc:
         _restore(root, backup, only=done)
+        if isinstance(exc, OSError):  # a full disk, a read-only folder: the dataset is as it was
+            raise InputError(root, f"cannot write the dataset ({exc}); nothing was changed") from None
         raise
     return backup
 
