@@ -73,16 +73,18 @@ class MgralOptions:
     final: Literal["rescore", "best", "greedy"] = "rescore"
     rescore_top: int = 4  # batches re-scored with the true reward for final=rescore (plus the greedy one)
     reward: Literal["pseudo", "oracle"] = "pseudo"  # oracle: the batch's true labels (simulation only)
-    proxy: Literal["head", "semi"] = "head"  # the proxy detector (see strategies/rl/reward.py)
+    proxy: Literal["linear", "head", "semi"] = "linear"  # the proxy detector (see strategies/rl/reward.py)
     head_init: Literal["fresh", "fold"] = "fresh"  # head proxy: a fresh head, or the fold model's own
     folds: int = 2  # cross-fitted hold-outs of the labeled set the reward is measured on
-    base_iterations: int = 0  # the fold models' training; 0 = the run's train.iterations
+    base_iterations: int = 0  # the fold models' training iterations; 0: base_fraction of a cycle's
+    base_fraction: float = 0.6
     passes: float = 2.0  # passes of the proxy over the batch
     batch_per_step: int = 8
     labeled_per_step: int = 8
     proxy_lr: float = 0.0  # 0 = the proxy's default
     pseudo_threshold: float = 0.5  # pseudo-boxes from detections scoring at least this
     ignore_threshold: float = 0.2  # ... and ignored regions from those between this and pseudo_threshold
+    batch_negatives: bool = False  # linear proxy: pseudo-labeled images also give background anchors
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
@@ -94,10 +96,11 @@ class MgralOptions:
         self.reward_config()  # checks the reward's options
 
     def reward_config(self) -> RewardConfig:
-        return RewardConfig(kind=self.reward, proxy=self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations,
+        return RewardConfig(kind=self.reward, proxy=self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations, base_fraction=self.base_fraction,
                             passes=self.passes, batch_per_step=self.batch_per_step,
                             labeled_per_step=self.labeled_per_step, lr=self.proxy_lr,
-                            pseudo_threshold=self.pseudo_threshold, ignore_threshold=self.ignore_threshold)  # fmt: skip
+                            pseudo_threshold=self.pseudo_threshold, ignore_threshold=self.ignore_threshold,
+                            batch_negatives=self.batch_negatives)  # fmt: skip
 
 
 def labeled_class_counts(ctx: SelectionContext) -> np.ndarray:

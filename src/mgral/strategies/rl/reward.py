@@ -50,7 +50,8 @@ from mgral.data.torch_data import batch_schedule, keyed_batch_schedule, target_f
 from mgral.detectors.detector import Detector
 from mgral.metrics.evaluate import evaluate_predictions
 from mgral.strategies.base import TrainingSpec
-from mgral.training.engine import fit
+from mgral.strategies.rl.linear_proxy import LinearHead
+from mgral.training.engine import fit, num_iterations
 from mgral.training.head_only import FeatureCache, HeadOnly
 from mgral.training.semi_supervised import semi_objective
 from mgral.training.supervised import TwoStream, train_supervised
@@ -62,16 +63,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RewardConfig:
     kind: Literal["pseudo", "oracle"] = "pseudo"  # oracle: the batch's true labels (simulation only)
-    proxy: Literal["head", "semi"] = "head"  # see the module docstring
+    proxy: Literal["linear", "head", "semi"] = "linear"  # see the module docstring
     head_init: Literal["fresh", "fold"] = "fresh"  # head proxy: a fresh head, or the fold model's own
     folds: int = 2  # cross-fitted hold-outs of the labeled set
-    base_iterations: int = 0  # training iterations of the fold models; 0 = the run's train.iterations
+    base_iterations: int = 0  # training iterations of the fold models; 0: base_fraction of the run's
+    base_fraction: float = 0.6  # ... the fold models train for this fraction of a cycle's iterations
     passes: float = 2.0  # passes of the proxy over the batch
     batch_per_step: int = 8  # batch images per proxy step
     labeled_per_step: int = 8  # labeled images per proxy step
     lr: float = 0.0  # 0 = the default of the proxy: Adam 1e-2 for a fresh head, the run's lr for semi
     pseudo_threshold: float = 0.5  # pseudo-boxes: detections scoring at least this
     ignore_threshold: float = 0.2  # detections between this and pseudo_threshold are ignored regions
+    batch_negatives: bool = False  # linear proxy: pseudo-labeled batch images also give background anchors
     cache_mb: int = 2048  # backbone features kept in memory (head proxy)
 
     def __post_init__(self) -> None:
@@ -108,6 +111,7 @@ class _Fold:
         self.cache: FeatureCache
         self.head_state: dict[str, torch.Tensor]
         self.fresh_head: dict[str, torch.Tensor]
+        self.linear: LinearHead
         self.targets: dict[int, dict[str, torch.Tensor]] = {}
         self.controls: dict[int, float] = {}  # batch size -> metric of the run with an empty batch
 
@@ -146,9 +150,14 @@ class ProxyReward:
     # ------------------------------------------------------------------ set-up
     def fingerprint(self, fold: _Fold) -> str:
         """What a fold model depends on: its training images, the settings and the seeds."""
-        parts = (fold.train.tolist(), self.cfg.base_iterations, repr(self.spec.train), repr(self.spec.detector),
+        parts = (fold.train.tolist(), self.fold_iterations(fold), repr(self.spec.train), repr(self.spec.detector),
                  self.seed, self.cycle, fold.k)  # fmt: skip
         return f"{stable_hash(json.dumps(parts, default=str)):016x}"
+
+    def fold_iterations(self, fold: _Fold) -> int:
+        if self.cfg.base_iterations:
+            return self.cfg.base_iterations
+        return max(1, round(self.cfg.base_fraction * num_iterations(self.spec.train, len(fold.train))))
 
     def _fold_model(self, fold: _Fold) -> Detector:
         spec = self.spec
@@ -160,8 +169,7 @@ class ProxyReward:
         if ckpt is not None and ckpt.is_file():  # trained before on this very split with these settings
             det.load(ckpt)
             return det
-        iters = self.cfg.base_iterations or spec.train.iterations
-        cfg = replace(spec.train, iterations=iters, checkpoint_every=0) if iters else spec.train
+        cfg = replace(spec.train, iterations=self.fold_iterations(fold), checkpoint_every=0)
         log.info(
             "reward: fold model %d on %d labeled images (%d held out)",
             fold.k,
@@ -183,8 +191,13 @@ class ProxyReward:
             fold.model = self._fold_model(fold)
             for i in fold.train:
                 fold.targets[int(i)] = target_for(self.dataset, int(i))
-            if cfg.proxy == "head":
+            if cfg.proxy in ("head", "linear"):
                 fold.cache = FeatureCache(fold.model, self.dataset, cache_mb=cfg.cache_mb)
+            if cfg.proxy == "linear":
+                fold.linear = LinearHead(fold.model, fold.cache, self.dataset)
+                fold.linear.standardise([int(i) for i in fold.train], fold.targets)
+                fold.head_state = {}
+            elif cfg.proxy == "head":
                 head = fold.model.module.head
                 fold.head_state = copy.deepcopy(head.state_dict())
                 fresh = copy.deepcopy(head)
@@ -200,7 +213,10 @@ class ProxyReward:
                 assert self.oracle is not None
                 for i in self.unlabeled:
                     fold.targets[int(i)] = target_for(self.oracle, int(i))
-            elif cfg.proxy == "head":  # the teacher: the fold model, which never saw this fold's labels
+            elif cfg.proxy in (
+                "head",
+                "linear",
+            ):  # the teacher: the fold model, which never saw this fold's labels
                 preds = fold.cache.predict(self.unlabeled)
                 for i, p in zip(self.unlabeled, preds):
                     fold.targets[int(i)] = pseudo_target(p, cfg.pseudo_threshold, cfg.ignore_threshold)
@@ -213,7 +229,7 @@ class ProxyReward:
         return max(1, math.ceil(self.cfg.passes * size / self.cfg.batch_per_step))
 
     def _measure(self, fold: _Fold) -> float:
-        if self.cfg.proxy == "head":
+        if self.cfg.proxy in ("head", "linear"):
             preds = fold.cache.predict(fold.holdout)
         else:
             preds = fold.model.predict(self.dataset, fold.holdout, progress=False)
@@ -222,6 +238,11 @@ class ProxyReward:
     def _run(self, fold: _Fold, batch: np.ndarray, size: int) -> float:
         """Train the fold's proxy with ``batch`` (possibly empty: the control) for the steps of ``size``."""
         cfg, steps = self.cfg, self.steps_for(size)
+        if cfg.proxy == "linear":  # a convex problem solved to its optimum: no steps, no seeds
+            parts = [fold.linear.samples(int(i), fold.targets[int(i)], 0) for i in fold.train]
+            negatives = cfg.kind == "oracle" or cfg.batch_negatives
+            parts += [fold.linear.samples(int(i), fold.targets[int(i)], 1, negatives) for i in batch]
+            return fold.linear.evaluate(fold.linear.fit(parts), fold.holdout, self.metric)
         lseed = derive_seed(self.seed, "reward-labeled", self.cycle, fold.k)
         bseed = derive_seed(self.seed, "reward-batch", self.cycle, fold.k)
         with torch.random.fork_rng(devices=[]):
