@@ -21,7 +21,7 @@ from pathlib import Path
 
 LABELED, BUDGET = 1000, 1000
 QUERY = ["--preset", "smoke", "--set", "detector.image_size=64", "--set", "train.iterations=100", "--set",
-         "train.eval_batch_size=128"]  # fmt: skip
+         "train.eval_batch_size=128", "--set", "progress=true"]  # fmt: skip
 
 
 def dataset(root: Path, n_max: int) -> Path:

@@ -31,7 +31,7 @@ from tests.conftest import TINY_DET, TINY_TRAIN
 
 #: options that keep CPU-heavy strategies fast; the contract is the same
 FAST: dict[str, dict] = {
-    "mgral": {"iterations": 4, "table_size": 3, "proxy_steps": 2, "base_iterations": 4},
+    "mgral": {"iterations": 4, "table_size": 3, "passes": 1.0, "base_iterations": 4, "presize": 1},
 }
 
 
