@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch
 
 from mgral.config import load_config
 from mgral.errors import InputError
@@ -132,8 +131,9 @@ def test_sigkill_of_the_cli_then_resume(reference, tmp_path):
 
     save_config(_cfg(checkpoint_every=3), cfg_file)
     out = tmp_path / "run"
+    # the reference's torch threads: the same sums, the same result
     cmd = [sys.executable, "-m", "mgral.cli", "-q", "run", "--config", str(cfg_file), "--out", str(out),
-           "--workers", "1", "--threads", str(torch.get_num_threads())]  # the reference's threads: same sums
+           "--workers", "1", "--threads", str(torch.get_num_threads())]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
