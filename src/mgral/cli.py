@@ -153,7 +153,7 @@ def cmd_bench_agent(args: argparse.Namespace) -> int:
 
 
 def _add_cfg_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="a built-in config: smoke, demo, voc-ssd300, coco-retinanet")
+    p.add_argument("--preset", help="a built-in config: smoke, demo, cpu-bench, voc-ssd300, coco-retinanet")
     p.add_argument("--config", help="a YAML config file")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"

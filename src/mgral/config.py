@@ -136,7 +136,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detector": {"name": "tiny_ssd", "image_size": 96, "width": 32},
         "train": {"iterations": 500, "batch_size": 16, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
                   "lr_steps": [0.75]},
-        "loop": {"strategies": ["all"], "seeds": [0], "initial": 100, "budget": 100, "cycles": 4},
+        "loop": {"strategies": ["random", "entropy", "coreset", "mgral"], "seeds": [0], "initial": 100, "budget": 100,
+                 "cycles": 4},
     },
     # the CPU benchmark: hard shapes as short videos (near-duplicate frames) with a long tail, where
     # strategies separate; every registered strategy, 3 seeds, 100 + 4 x 100 labeled images
