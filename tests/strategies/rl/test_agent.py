@@ -157,6 +157,7 @@ def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypa
         ("feature=mean", lambda info, picks: info["records"] >= 4),
         ("feature=histogram", lambda info, picks: info["records"] >= 4),
         ("proxy=semi", lambda info, picks: info["base_map"] is not None),
+        ("proxy=linear", lambda info, picks: info["base_map"] is not None),
     ],
 )
 def test_each_option_runs_and_does_what_it_says(tmp_path, option, check):

@@ -73,11 +73,11 @@ class MgralOptions:
     final: Literal["rescore", "best", "greedy"] = "rescore"
     rescore_top: int = 4  # batches re-scored with the true reward for final=rescore (plus the greedy one)
     reward: Literal["pseudo", "oracle"] = "pseudo"  # oracle: the batch's true labels (simulation only)
-    proxy: Literal["linear", "head", "semi"] = "linear"  # the proxy detector (see strategies/rl/reward.py)
+    proxy: Literal["linear", "head", "semi"] = "head"  # the proxy detector (see strategies/rl/reward.py)
     head_init: Literal["fresh", "fold"] = "fresh"  # head proxy: a fresh head, or the fold model's own
     folds: int = 2  # cross-fitted hold-outs of the labeled set the reward is measured on
     base_iterations: int = 0  # the fold models' training iterations; 0: base_fraction of a cycle's
-    base_fraction: float = 0.6
+    base_fraction: float = 1.0
     passes: float = 2.0  # passes of the proxy over the batch
     batch_per_step: int = 8
     labeled_per_step: int = 8

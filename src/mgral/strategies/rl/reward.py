@@ -63,11 +63,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RewardConfig:
     kind: Literal["pseudo", "oracle"] = "pseudo"  # oracle: the batch's true labels (simulation only)
-    proxy: Literal["linear", "head", "semi"] = "linear"  # see the module docstring
+    proxy: Literal["linear", "head", "semi"] = "head"  # see the module docstring
     head_init: Literal["fresh", "fold"] = "fresh"  # head proxy: a fresh head, or the fold model's own
     folds: int = 2  # cross-fitted hold-outs of the labeled set
     base_iterations: int = 0  # training iterations of the fold models; 0: base_fraction of the run's
-    base_fraction: float = 0.6  # ... the fold models train for this fraction of a cycle's iterations
+    base_fraction: float = 1.0  # ... the fold models train for this fraction of a cycle's iterations
     passes: float = 2.0  # passes of the proxy over the batch
     batch_per_step: int = 8  # batch images per proxy step
     labeled_per_step: int = 8  # labeled images per proxy step
