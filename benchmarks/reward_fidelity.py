@@ -376,6 +376,7 @@ def cmd_estimators(args: argparse.Namespace) -> None:
     sel = strategy.select(ctx, BUDGET)
     search_s = time.perf_counter() - t0
     records = Records.from_state(StrategyState(store, "s").get("records"))
+    torch.save(records.state_dict(), RESULTS / f"records_{args.name}.pt")  # before scoring: kept if it fails
     kinds = np.array(records.kinds)
     policy = np.nonzero(kinds == "policy")[0]
     train_policy, test_policy = policy[: len(policy) // 2], policy[len(policy) // 2 :]
@@ -416,7 +417,6 @@ def cmd_estimators(args: argparse.Namespace) -> None:
     out["rescored"] = sel.info.get("rescored")
     out["reward_calls_s"] = None
     (RESULTS / f"estimators_{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
-    torch.save(records.state_dict(), RESULTS / f"records_{args.name}.pt")
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -425,6 +425,8 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0)
     from scipy.stats import spearmanr
 
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(np.unique(x)) < 2 or len(np.unique(y)) < 2:  # a constant estimate ranks nothing
+        return float("nan"), [float("nan"), float("nan")]
     rho = float(spearmanr(x, y).statistic)
     rng = np.random.default_rng(seed)
     boots = []
@@ -432,6 +434,8 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0)
         k = rng.integers(0, len(x), len(x))
         if len(np.unique(x[k])) > 2 and len(np.unique(y[k])) > 2:
             boots.append(spearmanr(x[k], y[k]).statistic)
+    if not boots:
+        return rho, [float("nan"), float("nan")]
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return rho, [float(lo), float(hi)]
 
@@ -478,7 +482,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if args.estimators:
         est = json.loads((RESULTS / f"estimators_{args.estimators}.json").read_text())
         best = max(
-            (k for k, v in est["estimators"].items() if "spearman" in v),
+            (k for k, v in est["estimators"].items() if not np.isnan(v.get("spearman", float("nan")))),
             key=lambda k: est["estimators"][k]["spearman"],
         )
         chosen = args.estimator or best

@@ -151,7 +151,7 @@ def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypa
         ("final=greedy", lambda info, picks: sorted(picks) == sorted(info["greedy_batch"])),
         ("final=best", lambda info, picks: sorted(picks) == sorted(info["best_batch"])),
         ("estimator=table", lambda info, picks: info["records"] >= 4),
-        ("estimator=kernel", lambda info, picks: info["estimates"] == 4),
+        ("estimator=ridge", lambda info, picks: info["estimates"] == 4),
         ("estimator=gp", lambda info, picks: info["estimates"] == 4),
         ("estimator=none", lambda info, picks: info["estimates"] == 0 and info["kinds"] == ["true"] * 6),
         ("feature=mean", lambda info, picks: info["records"] >= 4),

@@ -66,7 +66,7 @@ class MgralOptions:
     table_size: int = 16  # random batches with true rewards per cycle (paper: 200 VOC, 30 COCO)
     presize: int = 2  # at the first selection: random sets per larger size (2b .. the budget), 0 = none
     true_every: int = 10  # every N-th search iteration the rollout's true reward is computed and recorded
-    estimator: Literal["ridge", "table", "gp", "kernel", "none"] = "ridge"
+    estimator: Literal["ridge", "table", "gp", "kernel", "none"] = "kernel"  # by measured fidelity
     neighbours: int = 5  # of the table's inverse-distance estimate
     feature: Literal["composition", "histogram", "mean"] = "composition"  # the batch feature
     clusters: int = 16  # k-means clusters of the batch features
