@@ -164,7 +164,10 @@ def interrupt(work: Path, sig: int, after: str = "select") -> dict[str, Any]:
     out = work / f"signal-{sig}"
     cmd = [sys.executable, "-m", "mgral.cli", "run", "--config", str(cfg_path), "--out", str(out), "--workers", "1",
            "--threads", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a job started in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python keeps it ignored:
+    # restore the default so that the child handles Ctrl-C as it would in a terminal
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "results.csv").is_file():
         time.sleep(0.1)
