@@ -99,3 +99,51 @@ def test_a_damaged_row_is_a_clear_error(tmp_path):
         store.selection_info("random", 0, 0)
     store.close()
     assert sqlite3.connect(tmp_path / "store.sqlite").execute("PRAGMA quick_check").fetchone() == ("ok",)
+
+
+def test_snapshot_is_consistent_while_a_run_writes(tmp_path):
+    """``mgral report`` on a running run: while another connection (a writer in a separate process)
+    records cycles and their selections, every snapshot holds, for each cycle, either no selection or the
+    whole one together with its timings; never a cycle's picks without its row or half of them."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    db = tmp_path / "store.sqlite"
+    RunStore(db).close()
+    writer = textwrap.dedent(f"""
+        from mgral.loop.store import RunStore
+        s = RunStore({str(db)!r})
+        for c in range(150):
+            s.record_cycle("random", 0, c, n_labeled=10 * c, map_value=0.1, metrics={{"AP": {{"a": 0.1}}}},
+                           train_s=1.0, infer_s=None, eval_s=0.1, train_loss=None)
+            s.record_selection("random", 0, c, list(range(40)), list(range(40)), [0.5] * 40,
+                               infer_s=0.2, select_s=0.3)
+        s.close()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer])
+    reader = RunStore(db)
+    seen_partial = seen = 0
+    try:
+        while True:
+            done = proc.poll() is not None
+            rows, per_class, selections = reader.snapshot()
+            picks: dict[int, int] = {}
+            for _, _, cycle, *_ in selections:
+                picks[cycle] = picks.get(cycle, 0) + 1
+            cycles = {r["cycle"]: r for r in rows}
+            for cycle, n in picks.items():
+                assert n == 40 and cycle in cycles and cycles[cycle]["select_s"] == 0.3
+            for cycle, r in cycles.items():
+                assert (r["select_s"] is None) == (cycle not in picks)
+                seen_partial += r["select_s"] is None
+            assert len(per_class) == len(cycles)
+            seen += 1
+            if done:
+                break
+            time.sleep(0.001)
+    finally:
+        reader.close()
+    assert proc.returncode == 0
+    assert len(cycles) == 150 and seen > 3  # the reads really overlapped the writes
