@@ -10,6 +10,7 @@ from mgral.errors import InputError
 from mgral.loop.active_loop import ActiveLearningRun
 from mgral.loop.store import RunStore
 from mgral.strategies.base import StrategyState
+from mgral.strategies.rl import curve as curve_mod
 from mgral.strategies.rl import reward as reward_mod
 
 FAST = ["strategy_params.mgral.iterations=6", "strategy_params.mgral.table_size=3", "strategy_params.mgral.passes=0.5",
@@ -47,16 +48,25 @@ def test_mgral_smoke_run_records_the_alternatives(reference):
     # the chosen batch is the re-scored candidate with the best true reward
     trues = [r["true"] for r in info["rescored"]]
     assert len(trues) == 3 and sorted(picks) == sorted(info["rescored"][int(np.argmax(trues))]["batch"])
-    # 3 random records + presized ones (40 = 2b fits in half the pool of 100) + every 3rd search iteration
-    assert info["kinds"].count("true") == 2 and len(info["rewards"]) == 6
-    assert info["records"] == 3 + 1 + 2
+    # the curve reward (default) is cheaper than any estimate: every search iteration gets its true value;
+    # records: 3 random + 1 presized (40 = 2b fits in half the pool of 100) + the 6 policy batches
+    assert info["kinds"] == ["true"] * 6 and info["estimates"] == 0
+    assert info["records"] == 3 + 1 + 6
     assert len(rows) == 3
+
+
+def test_mgral_with_a_trained_proxy_estimates_between_true_rewards(tmp_path):
+    """A proxy that trains (head) is costly: the estimator answers, and every 3rd iteration is true."""
+    ActiveLearningRun(_cfg("loop.cycles=2", "strategy_params.mgral.proxy=head"), tmp_path).run()
+    picks, info, rows = _picks(tmp_path)
+    assert info["kinds"].count("true") == 2 and len(info["rewards"]) == 6 and info["estimates"] == 4
+    assert info["records"] == 3 + 1 + 2 and len(picks) == 20
 
 
 def test_the_policy_carries_over_to_the_next_cycle(tmp_path, monkeypatch):
     """Cycle 1's search starts from cycle 0's trained policy, not from a fresh one. (The reward is a stub
     that depends on the batch, so that the policy does learn something in six steps.)"""
-    monkeypatch.setattr(reward_mod.ProxyReward, "__call__", lambda self, batch: float(np.mean(batch)) / 120.0)
+    monkeypatch.setattr(curve_mod.CurveReward, "__call__", lambda self, batch: float(np.mean(batch)) / 120.0)
     out = tmp_path
     ActiveLearningRun(_cfg("loop.cycles=3"), out).run()
     store = RunStore(out / "store.sqlite")
@@ -90,7 +100,7 @@ class Killed(Exception):
 
 def test_killed_during_the_search_resumes_to_the_same_selection(reference, tmp_path, monkeypatch):
     _, expected = reference
-    real = reward_mod.ProxyReward.__call__
+    real = curve_mod.CurveReward.__call__
     calls = {"n": 0}
 
     def die(self, batch):
@@ -99,7 +109,7 @@ def test_killed_during_the_search_resumes_to_the_same_selection(reference, tmp_p
             raise Killed
         return real(self, batch)
 
-    monkeypatch.setattr(reward_mod.ProxyReward, "__call__", die)
+    monkeypatch.setattr(curve_mod.CurveReward, "__call__", die)
     with pytest.raises(Killed):
         ActiveLearningRun(_cfg("loop.cycles=3"), tmp_path).run()
     monkeypatch.undo()
@@ -156,6 +166,8 @@ def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypa
         ("estimator=none", lambda info, picks: info["estimates"] == 0 and info["kinds"] == ["true"] * 6),
         ("feature=mean", lambda info, picks: info["records"] >= 4),
         ("feature=histogram", lambda info, picks: info["records"] >= 4),
+        ("proxy=head", lambda info, picks: info["base_map"] is not None and info["estimates"] == 4),
+        ("curve_calibrate=true", lambda info, picks: info["base_map"] is not None),
         ("proxy=semi", lambda info, picks: info["base_map"] is not None),
         ("proxy=linear", lambda info, picks: info["base_map"] is not None),
     ],
@@ -179,7 +191,7 @@ def test_no_model_that_saw_a_fold_touches_its_measurement(tmp_path, monkeypatch)
         real(self, dataset, indices, **kw)
 
     monkeypatch.setattr(supervised.Supervised, "__init__", spy)
-    ActiveLearningRun(_cfg("loop.cycles=2"), tmp_path).run()
+    ActiveLearningRun(_cfg("loop.cycles=2", "strategy_params.mgral.proxy=head"), tmp_path).run()
     cycle0 = seen[0]  # (the loop also builds the objective when it loads a trained cycle from its checkpoint)
     folds = [s for s in seen if len(s) < len(cycle0)]
     assert len(cycle0) == 20 and len(folds) == 2

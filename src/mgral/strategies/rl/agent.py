@@ -29,12 +29,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from mgral.strategies.base import Selection, SelectionContext, Strategy, register_strategy
+from mgral.data.dataset import DetectionDataset
+from mgral.data.structures import Prediction
+from mgral.metrics.evaluate import evaluate_predictions
+from mgral.strategies.base import Selection, SelectionContext, Strategy, TrainingSpec, register_strategy
+from mgral.strategies.rl.curve import CurveConfig, CurveReward, class_counts, precision_recall
 from mgral.strategies.rl.estimators import Estimator, Records, make_estimator
 from mgral.strategies.rl.features import (
     BatchFeaturizer,
@@ -43,7 +48,7 @@ from mgral.strategies.rl.features import (
     MeanFeaturizer,
 )
 from mgral.strategies.rl.policy import LSTMPolicy
-from mgral.strategies.rl.reward import ProxyReward, RewardConfig
+from mgral.strategies.rl.reward import ProxyReward, RewardConfig, reward_metric
 from mgral.strategies.rl.search import (
     AgentState,
     collect_rollout,
@@ -66,14 +71,19 @@ class MgralOptions:
     table_size: int = 16  # random batches with true rewards per cycle (paper: 200 VOC, 30 COCO)
     presize: int = 2  # at the first selection: random sets per larger size (2b .. the budget), 0 = none
     true_every: int = 10  # every N-th search iteration the rollout's true reward is computed and recorded
-    estimator: Literal["ridge", "table", "gp", "kernel", "none"] = "kernel"  # by measured fidelity
+    # auto: none (the true reward every iteration) for the curve reward, which is cheaper than any estimate;
+    # kernel (best measured on held-out policy batches) for the proxies that train
+    estimator: Literal["auto", "ridge", "table", "gp", "kernel", "none"] = "auto"
     neighbours: int = 5  # of the table's inverse-distance estimate
     feature: Literal["composition", "histogram", "mean"] = "composition"  # the batch feature
     clusters: int = 16  # k-means clusters of the batch features
     final: Literal["rescore", "best", "greedy"] = "rescore"
     rescore_top: int = 4  # batches re-scored with the true reward for final=rescore (plus the greedy one)
     reward: Literal["pseudo", "oracle"] = "pseudo"  # oracle: the batch's true labels (simulation only)
-    proxy: Literal["linear", "head", "semi"] = "head"  # the proxy detector (see strategies/rl/reward.py)
+    # curve (default, best measured): the mAP change from per-class learning curves and the objects the
+    # detector expects in the batch (strategies/rl/curve.py); head / semi / linear: a proxy detector
+    # trained with the batch (strategies/rl/reward.py; semi is the paper's semi-supervised detector)
+    proxy: Literal["curve", "linear", "head", "semi"] = "curve"
     head_init: Literal["fresh", "fold"] = "fresh"  # head proxy: a fresh head, or the fold model's own
     folds: int = 2  # cross-fitted hold-outs of the labeled set the reward is measured on
     base_iterations: int = 0  # the fold models' training iterations; 0: base_fraction of a cycle's
@@ -85,6 +95,11 @@ class MgralOptions:
     pseudo_threshold: float = 0.5  # pseudo-boxes from detections scoring at least this
     ignore_threshold: float = 0.2  # ... and ignored regions from those between this and pseudo_threshold
     batch_negatives: bool = False  # linear proxy: pseudo-labeled images also give background anchors
+    curve_threshold: float = 0.3  # curve: detections scoring at least this are the batch's objects
+    curve_exponent: float = 0.5  # curve: exponent of the per-class learning curve
+    curve_calibrate: bool = False  # curve: correct counts by cross-fitted precision/recall (fold models)
+    curve_redundancy: bool = True  # curve: near-duplicates (in the batch or labeled) count once
+    curve_radius: float = 0.25  # curve: near-duplicate radius, fraction of the median neighbour distance
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
@@ -94,9 +109,20 @@ class MgralOptions:
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         self.reward_config()  # checks the reward's options
+        self.curve_config()
+
+    def estimator_name(self) -> str:
+        if self.estimator != "auto":
+            return self.estimator
+        return "none" if self.proxy == "curve" else "kernel"
+
+    def curve_config(self) -> CurveConfig:
+        return CurveConfig(kind=self.reward, threshold=self.curve_threshold, exponent=self.curve_exponent,
+                           calibrate=self.curve_calibrate, redundancy=self.curve_redundancy,
+                           radius=self.curve_radius)  # fmt: skip
 
     def reward_config(self) -> RewardConfig:
-        return RewardConfig(kind=self.reward, proxy=self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations, base_fraction=self.base_fraction,
+        return RewardConfig(kind=self.reward, proxy="head" if self.proxy == "curve" else self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations, base_fraction=self.base_fraction,
                             passes=self.passes, batch_per_step=self.batch_per_step,
                             labeled_per_step=self.labeled_per_step, lr=self.proxy_lr,
                             pseudo_threshold=self.pseudo_threshold, ignore_threshold=self.ignore_threshold,
@@ -105,10 +131,61 @@ class MgralOptions:
 
 def labeled_class_counts(ctx: SelectionContext) -> np.ndarray:
     """Ground-truth objects per class in the labeled set."""
-    counts = np.zeros(ctx.dataset.num_classes, np.int64)
-    for i in ctx.labeled:
-        np.add.at(counts, ctx.dataset[int(i)].labels, 1)
+    return _class_totals(ctx.dataset, ctx.labeled)
+
+
+def _class_totals(dataset: DetectionDataset, indices: np.ndarray) -> np.ndarray:
+    counts = np.zeros(dataset.num_classes, np.int64)
+    for i in indices:
+        np.add.at(counts, dataset[int(i)].labels, 1)
     return counts
+
+
+def make_reward(
+    opts: MgralOptions, spec: TrainingSpec, *, dataset: DetectionDataset, labeled: np.ndarray,
+    unlabeled: np.ndarray, seed: int, cycle: int, predictions: list[Prediction], emb_unlabeled: np.ndarray,
+    emb_labeled: np.ndarray, workdir: Path | None = None, oracle: DetectionDataset | None = None,
+    progress: bool = False, split_seed: int | None = None,
+) -> ProxyReward | CurveReward:  # fmt: skip
+    """The reward of ``opts.proxy``: a :class:`CurveReward` or a trained :class:`ProxyReward`.
+
+    ``predictions`` (the cycle's detector on ``unlabeled``) give the curve reward its counts; with
+    ``curve_calibrate`` they come from the cross-fitted fold models instead, corrected by each fold model's
+    precision and recall on its own hold-out, and the classes' hold-out APs saturate the curves."""
+    proxy = ProxyReward(opts.reward_config(), spec, dataset=dataset, labeled=labeled, unlabeled=unlabeled,
+                        seed=seed, cycle=cycle, workdir=workdir, oracle=oracle, progress=progress,
+                        split_seed=split_seed)  # fmt: skip
+    if opts.proxy != "curve":
+        return proxy
+    cfg = opts.curve_config()
+    c = dataset.num_classes
+    ap = None
+    if cfg.kind == "oracle":
+        assert oracle is not None, "the oracle reward needs the ground truth of the pool (simulation only)"
+        counts = np.stack([np.bincount(oracle[int(i)].labels, minlength=c)[:c] for i in unlabeled]).astype(
+            float
+        )
+    elif cfg.calibrate:
+        per_fold, aps = [], []
+        for fold in proxy.folds:
+            model = proxy.fold_model(fold)
+            held = model.predict(dataset, fold.holdout, progress=False)
+            precision, recall = precision_recall(dataset, fold.holdout, held, cfg.threshold)
+            aps.append(evaluate_predictions(dataset, fold.holdout, held, reward_metric(spec.metric))[1]["AP"])
+            pool = model.predict(dataset, unlabeled, progress=False)
+            per_fold.append(
+                np.stack([class_counts(p, c, cfg.threshold) for p in pool]) * (precision / recall)
+            )
+        counts = np.mean(per_fold, axis=0)
+        ap = np.nanmean([[np.nan if v is None else v for v in a.values()] for a in aps], axis=0)
+    else:
+        counts = (
+            np.stack([class_counts(p, c, cfg.threshold) for p in predictions])
+            if len(predictions)
+            else np.zeros((0, c))
+        )
+    return CurveReward(cfg, unlabeled=unlabeled, counts=counts, labeled_counts=_class_totals(dataset, labeled), ap=ap,
+                       emb_unlabeled=emb_unlabeled, emb_labeled=emb_labeled)  # fmt: skip
 
 
 @register_strategy
@@ -139,14 +216,15 @@ class MgralStrategy(Strategy):
                                      clusters=opts.clusters, seed=ctx.seed)  # fmt: skip
 
     def estimator(self) -> Estimator:
-        return make_estimator(self.options.estimator, self.options.neighbours)
+        return make_estimator(self.options.estimator_name(), self.options.neighbours)
 
-    def reward(self, ctx: SelectionContext) -> ProxyReward:
+    def reward(self, ctx: SelectionContext) -> ProxyReward | CurveReward:
         if ctx.workdir is not None:
             make_dir(ctx.workdir)
-        return ProxyReward(self.options.reward_config(), ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
-                           unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, workdir=ctx.workdir,
-                           oracle=ctx.oracle if self.options.reward == "oracle" else None,
+        return make_reward(self.options, ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
+                           unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, predictions=ctx.predictions,
+                           emb_unlabeled=ctx.embeddings_unlabeled, emb_labeled=ctx.embeddings_labeled,
+                           workdir=ctx.workdir, oracle=ctx.oracle if self.options.reward == "oracle" else None,
                            progress=ctx.progress)  # fmt: skip
 
     def presizes(self, ctx: SelectionContext, budget: int) -> list[int]:
@@ -234,7 +312,7 @@ class MgralStrategy(Strategy):
                     policy, emb, budget, rng_for(ctx.seed, "rollout", ctx.cycle, t).random(n)
                 )
                 feat = featurize(pos)
-                value, kind = estimator.estimate(feat), str(opts.estimator)
+                value, kind = estimator.estimate(feat), opts.estimator_name()
                 if value is None or (opts.true_every and (t + 1) % opts.true_every == 0):
                     truth = true_reward(pos)
                     if value is not None:  # the estimate of a policy batch next to its true reward

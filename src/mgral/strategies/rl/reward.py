@@ -159,7 +159,8 @@ class ProxyReward:
             return self.cfg.base_iterations
         return max(1, round(self.cfg.base_fraction * num_iterations(self.spec.train, len(fold.train))))
 
-    def _fold_model(self, fold: _Fold) -> Detector:
+    def fold_model(self, fold: _Fold) -> Detector:
+        """The fold's model: trained on the fold's training images, or loaded when trained before."""
         spec = self.spec
         det = Detector(
             spec.detector, spec.num_classes, seed=derive_seed(self.seed, "init"), device=spec.device
@@ -188,7 +189,7 @@ class ProxyReward:
             return
         cfg = self.cfg
         for fold in self.folds:
-            fold.model = self._fold_model(fold)
+            fold.model = self.fold_model(fold)
             for i in fold.train:
                 fold.targets[int(i)] = target_for(self.dataset, int(i))
             if cfg.proxy in ("head", "linear"):
