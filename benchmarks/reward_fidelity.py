@@ -46,8 +46,9 @@ LABELED, BUDGET, SEED, REF_SEEDS = 100, 100, 0, (0, 1)
 
 
 # ------------------------------------------------------------------------------------------ the setting
-def setting(threads: int = 2) -> dict[str, Any]:
-    """The pool, test and dev splits, the labeled set, and the cycle's detector with its pool inference."""
+def setting(threads: int = 2, detector_seed: int = 0) -> dict[str, Any]:
+    """The pool, test and dev splits, the labeled set, and the cycle's detector (the loop's, or with
+    ``detector_seed`` another training seed of it: how much a reward depends on the detector's training)."""
     import torch
 
     from mgral.config import load_config
@@ -71,13 +72,19 @@ def setting(threads: int = 2) -> dict[str, Any]:
         len(pool_ds), LABELED, rng_for(SEED, "initial")
     )  # the loop's seed-0 initial set
     view = pool_view(pool_ds, pool)
-    det = Detector(cfg.detector, pool_ds.num_classes, seed=derive_seed(SEED, "init"))
-    ckpt = RESULTS / "cycle0.pt"
+    other = [detector_seed] if detector_seed else []
+    det = Detector(cfg.detector, pool_ds.num_classes, seed=derive_seed(SEED, "init", *other))
+    ckpt = RESULTS / ("cycle0.pt" if detector_seed == 0 else f"cycle0-seed{detector_seed}.pt")
     if ckpt.is_file():
         det.load(ckpt)
     else:
         train_supervised(
-            det, view, pool.labeled, cfg.train, seed=derive_seed(SEED, "train", 0), progress=False
+            det,
+            view,
+            pool.labeled,
+            cfg.train,
+            seed=derive_seed(SEED, "train", 0, *other),
+            progress=False,
         )
         det.save(ckpt)
     return {"cfg": cfg, "pool_ds": pool_ds, "test_ds": test_ds, "dev_ds": dev_ds, "pool": pool, "view": view,
@@ -270,17 +277,23 @@ def mgral_options(sets: list[str]) -> Any:
 
 
 def make_reward(st: dict[str, Any], options: Any, seed: int, split: int) -> Any:
+    """MGRAL's reward of this setting, built as the strategy builds it (``agent.make_reward``)."""
     import torch
 
     from mgral.strategies.base import TrainingSpec
-    from mgral.strategies.rl.reward import ProxyReward
+    from mgral.strategies.rl.agent import make_reward as build
 
-    rcfg = options.reward_config()
     spec = TrainingSpec.from_config(st["cfg"], st["pool_ds"].num_classes, torch.device("cpu"))
     pool = st["pool"]
-    return ProxyReward(rcfg, spec, dataset=st["view"], labeled=pool.labeled, unlabeled=pool.unlabeled, seed=seed,
-                       cycle=0, workdir=RESULTS / "work", oracle=st["pool_ds"] if rcfg.kind == "oracle" else None,
-                       split_seed=split)  # fmt: skip
+    if "inference" not in st:  # the cycle's detector on the pool, once
+        st["inference"] = st["detector"].infer(st["view"], pool.unlabeled, predictions=True, embeddings=True,
+                                               progress=False)  # fmt: skip
+        st["emb_labeled"] = st["detector"].embed(st["view"], pool.labeled, progress=False)
+    inf = st["inference"]
+    oracle = st["pool_ds"] if options.reward == "oracle" else None
+    return build(options, spec, dataset=st["view"], labeled=pool.labeled, unlabeled=pool.unlabeled, seed=seed,
+                 cycle=0, predictions=inf.predictions, emb_unlabeled=inf.embeddings, emb_labeled=st["emb_labeled"],
+                 workdir=RESULTS / "work", oracle=oracle, split_seed=split)  # fmt: skip
 
 
 def cmd_proxy(args: argparse.Namespace) -> None:
@@ -288,7 +301,7 @@ def cmd_proxy(args: argparse.Namespace) -> None:
     (1, 1) (another training seed and another split of the labeled set into folds)."""
     batches = load_batches()
     options = mgral_options(args.set)
-    st = setting(threads=args.threads)
+    st = setting(threads=args.threads, detector_seed=args.detector_seed)
     out = RESULTS / f"proxy_{args.name}.jsonl"
     done = done_keys(out, "name", "seed", "split")
     meta = RESULTS / f"proxy_{args.name}.options.json"
@@ -419,6 +432,76 @@ def cmd_estimators(args: argparse.Namespace) -> None:
     (RESULTS / f"estimators_{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+# ------------------------------------------------------------------------------------------ signals
+def cmd_signals(args: argparse.Namespace) -> None:
+    """Which leak-free statistics of a batch carry its worth at all: Spearman of each against the reference
+    (dev split, what choices look at; test split reported). The statistics read only what a strategy sees
+    (the cycle's detector on the pool, the labeled images' classes); two *oracle* rows (true objects and
+    true rare-class objects) show what the ground truth would add. Writes ``signals.json``."""
+    from mgral.strategies.entropy import box_entropy
+    from mgral.strategies.rl.features import CompositionFeaturizer
+
+    st = setting(threads=args.threads)
+    pool_ds, pool, det = st["pool_ds"], st["pool"], st["detector"]
+    unl, lab = pool.unlabeled, pool.labeled
+    inf = det.infer(st["view"], unl, predictions=True, embeddings=True, progress=False)
+    emb_l = det.embed(st["view"], lab, progress=False)
+    preds = inf.predictions
+    lab_counts = np.bincount(
+        np.concatenate([st["view"][int(i)].labels for i in lab]), minlength=pool_ds.num_classes
+    )
+    feat = CompositionFeaturizer(inf.embeddings, emb_l, preds, lab_counts, softmax=True)
+    idf = feat.idf
+    rare = np.argsort(lab_counts, kind="stable")[:2]
+    pos_of = {int(i): k for k, i in enumerate(unl)}
+    per_image: dict[str, np.ndarray] = {}
+    for thr in (0.3, 0.5):
+        per_image[f"objects@{thr}"] = np.array([(p.scores >= thr).sum() for p in preds], float)
+        per_image[f"idf-objects@{thr}"] = np.array([idf[p.labels[p.scores >= thr]].sum() for p in preds])
+    # soft class mass: each detection's class distribution weighted by its score (no threshold)
+    mass = np.array([(p.scores[:, None] * p.probs[:, 1:]).sum(0) if len(p.scores) else np.zeros(len(idf))
+                     for p in preds])  # fmt: skip
+    per_image["soft-objects"] = mass.sum(1)
+    per_image["soft-idf-objects"] = mass @ idf
+    per_image["soft-rare-mass"] = mass[:, rare].sum(1)
+    ent = [box_entropy(p.probs, True) if len(p.probs) else np.zeros(1) for p in preds]
+    per_image["entropy-sum"] = np.array([e.sum() for e in ent])
+    per_image["entropy-mean"] = np.array([e.mean() for e in ent])
+    per_image["oracle:objects"] = np.array([len(pool_ds[int(i)].labels) for i in unl], float)
+    per_image["oracle:rare-objects"] = np.array(
+        [np.isin(pool_ds[int(i)].labels, rare).sum() for i in unl], float
+    )
+    batches = load_batches()
+    stats: dict[str, dict[str, float]] = {k: {} for k in per_image}
+    names_f = [
+        "coverage-entropy",
+        "clusters-touched",
+        "distance-to-labeled",
+        "nn-distance",
+        "near-duplicate-share",
+    ]
+    for k in names_f:
+        stats[k] = {}
+    for b in batches:
+        pos = np.array([pos_of[i] for i in b["indices"]])
+        for k, v in per_image.items():
+            stats[k][b["name"]] = float(v[pos].mean())
+        f = feat(pos)[-8:]
+        for k, v in zip(names_f, f[2:7]):
+            stats[k][b["name"]] = float(v)
+    out: dict[str, Any] = {}
+    for split in ("dev", "test"):
+        ref = reference_values(split)
+        for k, v in stats.items():
+            common = sorted(set(ref) & set(v))
+            rho, ci = spearman_ci(np.array([v[n] for n in common]), np.array([ref[n] for n in common]))
+            out.setdefault(k, {})[split] = {"spearman": rho, "ci": ci, "n": len(common)}
+    for k, v in out.items():
+        print(f"{k:24s} dev {v['dev']['spearman']:+.2f} [{v['dev']['ci'][0]:+.2f}, {v['dev']['ci'][1]:+.2f}]"
+              f"  test {v['test']['spearman']:+.2f} [{v['test']['ci'][0]:+.2f}, {v['test']['ci'][1]:+.2f}]")  # fmt: skip
+    (RESULTS / "signals.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
 # ------------------------------------------------------------------------------------------ statistics
 def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, list[float]]:
     """Spearman's rho and a percentile bootstrap 95% interval (pairs resampled)."""
@@ -523,6 +606,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--full-repeat", action="store_true", help="also (seed, split) = (0, 1) and (1, 0)")
     p.add_argument("--only", nargs="*", help="only these batch families")
+    p.add_argument(
+        "--detector-seed", type=int, default=0, help="the cycle's detector trained with another seed"
+    )
     p.set_defaults(func=cmd_proxy)
     p = sub.add_parser("estimators")
     p.add_argument("--name", required=True)
@@ -537,6 +623,9 @@ def main() -> None:
     p.add_argument("--estimators")
     p.add_argument("--estimator", help="report this estimator (default: the best on held-out policy batches)")
     p.set_defaults(func=cmd_summary)
+    p = sub.add_parser("signals")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_signals)
     p = sub.add_parser("compare")
     p.add_argument("names", nargs="+")
     p.add_argument("--test", action="store_true")
