@@ -17,6 +17,7 @@ std, per seed), its paired difference to random and to the best of random/entrop
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from mgral.loop.executors import make_executor
 
     preset, out = SETTINGS[args.setting]
+    out = args.out or out
     seeds = "[" + ",".join(map(str, args.seeds)) + "]"
     strategies = "[" + ",".join(args.strategies) + "]"
     cfg = load_config(preset=preset, overrides=["device=cpu", "progress=false", f"loop.seeds={seeds}",
@@ -45,7 +47,57 @@ def cmd_run(args: argparse.Namespace) -> None:
         run.run()
     finally:
         run.executor.close()
-    cmd_summary(args)
+    if not args.out:
+        cmd_summary(args)
+
+
+MERGED = {  # file -> the columns that name a row (the others are values)
+    "results.csv": ("strategy", "seed", "cycle"),
+    "results_per_class.csv": ("strategy", "seed", "cycle", "class"),
+    "selections.csv": ("strategy", "seed", "cycle", "rank"),
+}
+TIMINGS = {"train_s", "infer_s", "setup_s", "select_s", "eval_s"}
+OWN_CYCLE0 = {"learning_loss", "mial"}  # they train their own cycle-0 model (an objective of their own)
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    """Add the cells of another run directory of the same setting (computed later, for example after the
+    first directory's store was lost) to the setting's CSV files. A cell is a deterministic function of
+    (config, strategy, seed, threads), so a row present in both must be equal apart from its timings, and
+    every seed's cycle-0 mAP (one shared cycle-0 model per seed) must agree; otherwise nothing is written."""
+    import csv
+
+    _, out = SETTINGS[args.setting]
+    tables, checked = {}, 0
+    for name, keys in MERGED.items():
+        with open(Path(out) / name) as f:
+            reader = csv.DictReader(f)
+            fields, rows = list(reader.fieldnames or []), {tuple(r[k] for k in keys): r for r in reader}
+        with open(Path(args.extra) / name) as f:
+            for r in csv.DictReader(f):
+                key = tuple(r[k] for k in keys)
+                if key in rows:
+                    a, b = ({k: v for k, v in x.items() if k not in TIMINGS} for x in (rows[key], r))
+                    if a != b:
+                        raise SystemExit(f"{args.extra}/{name}: row {key} differs from {out}: {a} != {b}")
+                    checked += 1
+                else:
+                    rows[key] = r
+        tables[name] = (fields, [rows[k] for k in sorted(rows)])
+    cycle0: dict[str, set[str]] = {}
+    for r in tables["results.csv"][1]:
+        if r["cycle"] == "0" and r["strategy"] not in OWN_CYCLE0:
+            cycle0.setdefault(r["seed"], set()).add(r["map"])
+    if any(len(v) > 1 for v in cycle0.values()):
+        raise SystemExit(f"the cycle-0 mAP of a seed differs between strategies: {cycle0}")
+    for name, (fields, rows) in tables.items():
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        (Path(out) / name).write_text(buf.getvalue())
+    cells = {(r["strategy"], r["seed"]) for r in tables["results.csv"][1]}
+    print(f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -92,7 +144,12 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads per cell (1: identical on any machine)"
     )
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--out", help="run directory (default: the setting's); `merge` adds it to the setting's")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("merge")
+    p.add_argument("setting", choices=sorted(SETTINGS))
+    p.add_argument("extra", help="a run directory of the same setting with further cells")
+    p.set_defaults(func=cmd_merge)
     p = sub.add_parser("summary")
     p.add_argument("setting", choices=sorted(SETTINGS))
     p.set_defaults(func=cmd_summary)

@@ -29,6 +29,23 @@ def test_smoke_run_then_report(tmp_path):
     assert resumed.returncode == 0 and (out / "results.csv").read_text().count("\n") == 3
 
 
+def test_smoke_run_of_every_registered_strategy(tmp_path):
+    """``loop.strategies=[all]`` runs the nine strategies through ``mgral run`` (CI's smoke benchmark)."""
+    from mgral.strategies.base import available_strategies
+
+    out = tmp_path / "all"
+    res = run_cli("-q", "run", "--preset", "smoke", "--out", str(out), "--set", "loop.strategies=[all]",
+                  "--set", "train.iterations=8", "--set", "strategy_params.mgral.iterations=3",
+                  "--set", "strategy_params.mgral.table_size=2", "--set", "strategy_params.mgral.presize=1",
+                  "--set", "strategy_params.mgral.base_iterations=3")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = (out / "results.csv").read_text().splitlines()[1:]
+    ran = {line.split(",")[0] for line in rows}
+    assert ran == set(available_strategies()) and len(ran) == 9 and len(rows) == 2 * 9
+    for name in ran:
+        assert f"| {name} |" in res.stdout
+
+
 def test_data_make_then_evaluate_perfect_detections(tmp_path):
     res = run_cli(
         "data",

@@ -89,3 +89,20 @@ def test_query_on_a_voc_folder_with_missing_xml(shapes, tmp_path):
     assert doc["n_labeled"] == 10 and doc["n_unlabeled"] == 38 and len(doc["selected"]) == 4
     picked = {p["file_name"] for p in doc["selected"]}
     assert picked.isdisjoint({rec.key + ".png" for rec in half.images})
+
+
+#: options that keep MGRAL's search to seconds; the others run with their defaults
+FAST_MGRAL = ["strategy_params.mgral.iterations=3", "strategy_params.mgral.table_size=2",
+              "strategy_params.mgral.base_iterations=3", "strategy_params.mgral.presize=1",
+              "strategy_params.mgral.passes=1.0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("strategy", ["cdal", "learning_loss", "mial", "ebal", "ppal", "mgral"])
+def test_every_other_strategy_answers_a_query(partial_coco, tmp_path, strategy):
+    """The practitioner's command with each of the remaining registered strategies (random, entropy and
+    coreset are checked above): five distinct unannotated images, ranked, with their scores."""
+    cfg = load_config(preset="smoke", overrides=["train.iterations=6", *FAST_MGRAL])
+    doc = query(partial_coco, "5", strategy, tmp_path / "picks.json", cfg)
+    assert doc["strategy"] == strategy and [p["rank"] for p in doc["selected"]] == [1, 2, 3, 4, 5]
+    ids = [p["image_id"] for p in doc["selected"]]
+    assert len(set(ids)) == 5 and set(ids).isdisjoint(range(1, 17))
