@@ -542,6 +542,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
     if args.oracle:
         corr(proxy_values(args.oracle), ref, "spearman_oracle_vs_reference")
     corr(proxy_values(args.proxy, 0, 0), proxy_values(args.proxy, 1, 1), "proxy_repeatability")
+    if args.repeat:  # the same reward over a cycle detector trained with another seed
+        corr(proxy_values(args.proxy), proxy_values(args.repeat), "proxy_repeatability_detector")
     # the reference's own repeatability: training seed 0 against seed 1
     rows = [
         json.loads(line) for line in (RESULTS / "reference.jsonl").read_text().splitlines() if line.strip()
@@ -621,6 +623,7 @@ def main() -> None:
     p.add_argument("--proxy", required=True)
     p.add_argument("--oracle")
     p.add_argument("--estimators")
+    p.add_argument("--repeat", help="the same proxy measured with --detector-seed 1 (repeatability)")
     p.add_argument("--estimator", help="report this estimator (default: the best on held-out policy batches)")
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("signals")
