@@ -23,8 +23,14 @@ from tests.conftest import TINY_DET, TINY_TRAIN
 
 def _pred(labels, scores, boxes=None):
     n = len(labels)
-    b = np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1)) if boxes is None else np.asarray(boxes, np.float32)
-    return Prediction(b, np.asarray(scores, np.float32), np.asarray(labels, np.int64), np.zeros((n, 3), np.float32))
+    b = (
+        np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1))
+        if boxes is None
+        else np.asarray(boxes, np.float32)
+    )
+    return Prediction(
+        b, np.asarray(scores, np.float32), np.asarray(labels, np.int64), np.zeros((n, 3), np.float32)
+    )
 
 
 def test_curve_reward_by_hand():
@@ -116,6 +122,8 @@ def test_made_by_the_agent_deterministic_and_leak_free(shapes, setting, tmp_path
         assert r.base_map is not None and 0.0 <= r.base_map <= 1.0
         assert len(list(tmp_path.glob("reward-fold*.pt"))) == 2  # cross-fitted fold models, cached
     oracle = make_reward(replace(opts, reward="oracle"), spec, **{**kw, "oracle": shapes})
-    truth = np.stack([np.bincount(shapes[int(i)].labels, minlength=shapes.num_classes) for i in pool.unlabeled])
+    truth = np.stack(
+        [np.bincount(shapes[int(i)].labels, minlength=shapes.num_classes) for i in pool.unlabeled]
+    )
     assert np.array_equal(oracle.counts, truth)
     assert opts.estimator_name() == "none" and replace(opts, proxy="head").estimator_name() == "kernel"
