@@ -10,8 +10,8 @@ from mgral.errors import InputError
 from mgral.loop.active_loop import ActiveLearningRun
 from mgral.loop.store import RunStore
 from mgral.strategies.base import StrategyState
+from mgral.strategies.rl import agent as agent_mod
 from mgral.strategies.rl import curve as curve_mod
-from mgral.strategies.rl import reward as reward_mod
 
 FAST = ["strategy_params.mgral.iterations=6", "strategy_params.mgral.table_size=3", "strategy_params.mgral.passes=0.5",
         "strategy_params.mgral.base_iterations=6", "strategy_params.mgral.true_every=3", "strategy_params.mgral.presize=1",
@@ -124,35 +124,36 @@ def test_killed_during_the_search_resumes_to_the_same_selection(reference, tmp_p
 
 def test_pseudo_reward_never_reads_unlabeled_ground_truth(tmp_path, monkeypatch):
     seen = {}
-    real_init = reward_mod.ProxyReward.__init__
+    real = agent_mod.make_reward
 
-    def spy(self, cfg, spec, **kw):
+    def spy(opts, spec, **kw):
         seen["unannotated"] = all(not kw["dataset"][int(i)].annotated for i in kw["unlabeled"])
         seen["boxes"] = sum(len(kw["dataset"][int(i)].boxes) for i in kw["unlabeled"])
         seen["oracle"] = kw["oracle"]
-        real_init(self, cfg, spec, **kw)
+        return real(opts, spec, **kw)
 
-    monkeypatch.setattr(reward_mod.ProxyReward, "__init__", spy)
+    monkeypatch.setattr(agent_mod, "make_reward", spy)
     ActiveLearningRun(_cfg("loop.cycles=2"), tmp_path).run()
     assert seen == {"unannotated": True, "boxes": 0, "oracle": None}
 
 
-def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypatch, shapes_dir):
+@pytest.mark.parametrize("proxy", ["curve", "head"])
+def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypatch, shapes_dir, proxy):
     seen = {}
-    real_init = reward_mod.ProxyReward.__init__
+    real = agent_mod.make_reward
 
-    def spy(self, cfg, spec, **kw):
-        seen["kind"], seen["oracle"] = cfg.kind, kw["oracle"]
-        real_init(self, cfg, spec, **kw)
+    def spy(opts, spec, **kw):
+        seen["kind"], seen["oracle"] = opts.reward, kw["oracle"]
+        return real(opts, spec, **kw)
 
-    monkeypatch.setattr(reward_mod.ProxyReward, "__init__", spy)
-    ActiveLearningRun(_cfg("loop.cycles=2", "strategy_params.mgral.reward=oracle"), tmp_path / "run").run()
+    monkeypatch.setattr(agent_mod, "make_reward", spy)
+    cfg = _cfg("loop.cycles=2", "strategy_params.mgral.reward=oracle", f"strategy_params.mgral.proxy={proxy}")
+    ActiveLearningRun(cfg, tmp_path / "run").run()
     assert seen["kind"] == "oracle" and seen["oracle"].num_boxes > 0
     from mgral.loop.query import query
 
     with pytest.raises(InputError, match="oracle reward needs ground truth"):
-        query(shapes_dir / "annotations.json", 3, "mgral", tmp_path / "q.json",
-              _cfg("strategy_params.mgral.reward=oracle"))  # fmt: skip
+        query(shapes_dir / "annotations.json", 3, "mgral", tmp_path / "q.json", cfg)
 
 
 @pytest.mark.parametrize(

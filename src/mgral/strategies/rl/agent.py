@@ -152,11 +152,14 @@ def make_reward(
     ``predictions`` (the cycle's detector on ``unlabeled``) give the curve reward its counts; with
     ``curve_calibrate`` they come from the cross-fitted fold models instead, corrected by each fold model's
     precision and recall on its own hold-out, and the classes' hold-out APs saturate the curves."""
-    proxy = ProxyReward(opts.reward_config(), spec, dataset=dataset, labeled=labeled, unlabeled=unlabeled,
-                        seed=seed, cycle=cycle, workdir=workdir, oracle=oracle, progress=progress,
-                        split_seed=split_seed)  # fmt: skip
+
+    def trained_proxy() -> ProxyReward:  # also the calibrated curve reward's source of fold models
+        return ProxyReward(opts.reward_config(), spec, dataset=dataset, labeled=labeled, unlabeled=unlabeled,
+                           seed=seed, cycle=cycle, workdir=workdir, oracle=oracle, progress=progress,
+                           split_seed=split_seed)  # fmt: skip
+
     if opts.proxy != "curve":
-        return proxy
+        return trained_proxy()
     cfg = opts.curve_config()
     c = dataset.num_classes
     ap = None
@@ -167,6 +170,7 @@ def make_reward(
         )
     elif cfg.calibrate:
         per_fold, aps = [], []
+        proxy = trained_proxy()
         for fold in proxy.folds:
             model = proxy.fold_model(fold)
             held = model.predict(dataset, fold.holdout, progress=False)
