@@ -120,11 +120,15 @@ class CurveReward:
             emb = np.asarray(emb_unlabeled, np.float64)
             mu, sd = emb.mean(0), emb.std(0) + 1e-6
             self.emb = (emb - mu) / sd
-            nn = _nearest(self.emb, self.emb, exclude_self=True)
+            # the median nearest-neighbour distance, from a fixed sample of at most 2,048 images (the
+            # whole pool would be quadratic: 10^10 distances at COCO's size)
+            rows = np.random.default_rng(0).permutation(len(self.emb))[:2048]
+            nn = _nearest(self.emb[rows], self.emb, exclude=rows)
             self.r2 = (cfg.radius * float(np.median(nn))) ** 2
             if emb_labeled is not None and len(emb_labeled):
                 zl = (np.asarray(emb_labeled, np.float64) - mu) / sd
-                self.dup_labeled = (_sqdist(self.emb, zl) < self.r2).sum(1).astype(np.float64)
+                for s in range(0, len(self.emb), 2048):  # chunks bound the memory to 2,048 x L
+                    self.dup_labeled[s : s + 2048] = (_sqdist(self.emb[s : s + 2048], zl) < self.r2).sum(1)
 
     def prepare(self) -> None:
         """Nothing to train: the counts and curves were computed at construction."""
@@ -152,14 +156,12 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
 
 
-def _nearest(a: np.ndarray, b: np.ndarray, *, exclude_self: bool, chunk: int = 2048) -> np.ndarray:
-    """Distance from each row of ``a`` to its nearest row of ``b`` (chunked)."""
+def _nearest(a: np.ndarray, b: np.ndarray, *, exclude: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Distance from each row of ``a`` to its nearest row of ``b`` other than ``b[exclude[i]]`` (itself)."""
     out = np.empty(len(a))
     for s in range(0, len(a), chunk):
         d2 = _sqdist(a[s : s + chunk], b)
-        if exclude_self:
-            rows = np.arange(len(d2))
-            d2[rows, s + rows] = np.inf
+        d2[np.arange(len(d2)), exclude[s : s + chunk]] = np.inf
         out[s : s + chunk] = np.sqrt(d2.min(1))
     return out
 
