@@ -100,12 +100,25 @@ def cmd_merge(args: argparse.Namespace) -> None:
     print(f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal")
 
 
+def csv_results(out: str) -> list[dict]:
+    """The rows of ``results.csv`` (what `merge` grows and git keeps), typed as the store gives them."""
+    import csv
+
+    with open(Path(out) / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["seed"], r["cycle"], r["n_labeled"] = int(r["seed"]), int(r["cycle"]), int(r["n_labeled"])
+        for k in ("map", *TIMINGS):
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else None
+    return rows
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     from mgral.reports.html import write_report
     from mgral.reports.summary import load_results, paired_difference, seed_auc_map, time_breakdown
 
     _, out = SETTINGS[args.setting]
-    rows = load_results(out)
+    rows = csv_results(out) if (Path(out) / "results.csv").is_file() else load_results(out)
     strategies = sorted({r["strategy"] for r in rows})
     aucs = {s: seed_auc_map(rows, s) for s in strategies}
     times = time_breakdown(rows)
