@@ -37,7 +37,7 @@ import torch
 
 from mgral.data.dataset import DetectionDataset
 from mgral.data.structures import Prediction
-from mgral.metrics.evaluate import evaluate_predictions
+from mgral.metrics.voc import evaluate_voc_dataset
 from mgral.strategies.base import Selection, SelectionContext, Strategy, TrainingSpec, register_strategy
 from mgral.strategies.rl.curve import CurveConfig, CurveReward, class_counts, precision_recall
 from mgral.strategies.rl.estimators import Estimator, Records, make_estimator
@@ -48,7 +48,7 @@ from mgral.strategies.rl.features import (
     MeanFeaturizer,
 )
 from mgral.strategies.rl.policy import LSTMPolicy
-from mgral.strategies.rl.reward import ProxyReward, RewardConfig, reward_metric
+from mgral.strategies.rl.reward import ProxyReward, RewardConfig
 from mgral.strategies.rl.search import (
     AgentState,
     collect_rollout,
@@ -175,7 +175,9 @@ def make_reward(
             model = proxy.fold_model(fold)
             held = model.predict(dataset, fold.holdout, progress=False)
             precision, recall = precision_recall(dataset, fold.holdout, held, cfg.threshold)
-            aps.append(evaluate_predictions(dataset, fold.holdout, held, reward_metric(spec.metric))[1]["AP"])
+            # per-class AP for the curves' saturation: VOC all-point AP whatever the loop's metric (the
+            # COCO statistics have no per-class AP)
+            aps.append(evaluate_voc_dataset(dataset, fold.holdout, held, use_07=False)["AP"])
             pool = model.predict(dataset, unlabeled, progress=False)
             per_fold.append(
                 np.stack([class_counts(p, c, cfg.threshold) for p in pool]) * (precision / recall)
