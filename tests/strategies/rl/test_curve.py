@@ -71,6 +71,22 @@ def test_near_duplicates_count_once():
     assert off(np.array([0, 1])) > off(np.array([0]))
 
 
+def test_default_radius_catches_frames_of_a_scene_and_not_independent_images():
+    """The scale is the median distance of two images, not of an image to its nearest neighbour: on a
+    video-like pool (scenes of 5 frames) the nearest neighbour is a frame of the same scene, and a
+    fraction of that distance would catch no frame at all."""
+    rng = np.random.default_rng(0)
+    scenes = rng.normal(size=(60, 64)) * 3
+    video = np.repeat(scenes, 5, axis=0) + rng.normal(size=(300, 64)) * 0.5
+    iid = rng.normal(size=(300, 64)) * 3
+    counts = np.ones((300, 1))
+    for emb, dup in ((video, True), (iid, False)):
+        r = CurveReward(CurveConfig(), unlabeled=np.arange(300), counts=counts, labeled_counts=np.array([10]),
+                        emb_unlabeled=emb)  # fmt: skip
+        w = r.weights(np.arange(10))  # two whole scenes of the video pool
+        assert w.tolist() == ([0.2] * 10 if dup else [1.0] * 10)
+
+
 def test_class_counts_and_precision_recall_by_hand(shapes):
     p = _pred([0, 0, 2], [0.9, 0.2, 0.5])
     assert class_counts(p, 3, 0.3).tolist() == [1.0, 0.0, 1.0]

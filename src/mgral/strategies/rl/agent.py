@@ -99,7 +99,7 @@ class MgralOptions:
     curve_exponent: float = 0.5  # curve: exponent of the per-class learning curve
     curve_calibrate: bool = False  # curve: correct counts by cross-fitted precision/recall (fold models)
     curve_redundancy: bool = True  # curve: near-duplicates (in the batch or labeled) count once
-    curve_radius: float = 0.25  # curve: near-duplicate radius, fraction of the median neighbour distance
+    curve_radius: float = 0.4  # curve: near-duplicate radius, fraction of the median distance of two images
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:

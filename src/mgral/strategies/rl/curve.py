@@ -47,7 +47,7 @@ class CurveConfig:
     exponent: float = 0.5  # alpha of the learning curve
     calibrate: bool = False  # correct counts by cross-fitted precision / recall, and saturate by hold-out AP
     redundancy: bool = True  # near-duplicates count once
-    radius: float = 0.25  # ... within this fraction of the pool's median nearest-neighbour distance
+    radius: float = 0.4  # ... within this fraction of the pool's median distance between two images
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -120,11 +120,15 @@ class CurveReward:
             emb = np.asarray(emb_unlabeled, np.float64)
             mu, sd = emb.mean(0), emb.std(0) + 1e-6
             self.emb = (emb - mu) / sd
-            # the median nearest-neighbour distance, from a fixed sample of at most 2,048 images (the
-            # whole pool would be quadratic: 10^10 distances at COCO's size)
+            # the scale: the median distance between two images, from a fixed sample of at most 2,048
+            # images (the whole pool would be quadratic: 10^10 distances at COCO's size). Not the median
+            # nearest-neighbour distance: on a video-like pool nearly every image's nearest neighbour is a
+            # frame of its own scene, so a fraction of that distance misses the very duplicates it is for
+            # (docs/design.md, "The curve reward")
             rows = np.random.default_rng(0).permutation(len(self.emb))[:2048]
-            nn = _nearest(self.emb[rows], self.emb, exclude=rows)
-            self.r2 = (cfg.radius * float(np.median(nn))) ** 2
+            sample = self.emb[rows]
+            d2 = _sqdist(sample, sample)
+            self.r2 = (cfg.radius * float(np.median(np.sqrt(d2[np.triu_indices(len(rows), 1)])))) ** 2
             if emb_labeled is not None and len(emb_labeled):
                 zl = (np.asarray(emb_labeled, np.float64) - mu) / sd
                 for s in range(0, len(self.emb), 2048):  # chunks bound the memory to 2,048 x L
@@ -154,16 +158,6 @@ class CurveReward:
 
 def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
-
-
-def _nearest(a: np.ndarray, b: np.ndarray, *, exclude: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Distance from each row of ``a`` to its nearest row of ``b`` other than ``b[exclude[i]]`` (itself)."""
-    out = np.empty(len(a))
-    for s in range(0, len(a), chunk):
-        d2 = _sqdist(a[s : s + chunk], b)
-        d2[np.arange(len(d2)), exclude[s : s + chunk]] = np.inf
-        out[s : s + chunk] = np.sqrt(d2.min(1))
-    return out
 
 
 __all__ = ["CurveConfig", "CurveReward", "class_counts", "precision_recall"]
