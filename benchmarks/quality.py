@@ -4,6 +4,9 @@ the baselines, the CPU benchmark).
     .venv/bin/python benchmarks/quality.py run hard --seeds 0 1 2 3 4 --strategies random entropy coreset mgral
     .venv/bin/python benchmarks/quality.py run redundant --seeds 0 1 2          # every strategy (cpu-bench)
     .venv/bin/python benchmarks/quality.py summary hard
+    # cells computed in another directory (another process, or recomputed after a change to mgral):
+    .venv/bin/python benchmarks/quality.py run hard --seeds 0 1 2 3 4 --strategies mgral --out DIR
+    .venv/bin/python benchmarks/quality.py merge hard DIR --replace mgral
 
 ``hard`` is the ``demo`` preset (hard shapes, 100 + 3 x 100 labeled images); ``redundant`` is the
 ``cpu-bench`` preset (the hard shapes as short videos with a longer tail, 100 + 4 x 100). A setting's run
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,15 +68,19 @@ def cmd_merge(args: argparse.Namespace) -> None:
     """Add the cells of another run directory of the same setting (computed later, for example after the
     first directory's store was lost) to the setting's CSV files. A cell is a deterministic function of
     (config, strategy, seed, threads), so a row present in both must be equal apart from its timings, and
-    every seed's cycle-0 mAP (one shared cycle-0 model per seed) must agree; otherwise nothing is written."""
+    every seed's cycle-0 mAP (one shared cycle-0 model per seed) must agree; otherwise nothing is written.
+    ``--replace S ...`` first drops strategy S's rows, store cells and checkpoints (S was recomputed after a
+    change to it). The setting's store gets the extra store's cells too, so its report shows them all."""
     import csv
 
     _, out = SETTINGS[args.setting]
     tables, checked = {}, 0
+    replace = set(args.replace)
     for name, keys in MERGED.items():
         with open(Path(out) / name) as f:
             reader = csv.DictReader(f)
-            fields, rows = list(reader.fieldnames or []), {tuple(r[k] for k in keys): r for r in reader}
+            fields = list(reader.fieldnames or [])
+            rows = {tuple(r[k] for k in keys): r for r in reader if r["strategy"] not in replace}
         with open(Path(args.extra) / name) as f:
             for r in csv.DictReader(f):
                 key = tuple(r[k] for k in keys)
@@ -97,7 +105,27 @@ def cmd_merge(args: argparse.Namespace) -> None:
         w.writerows(rows)
         (Path(out) / name).write_text(buf.getvalue())
     cells = {(r["strategy"], r["seed"]) for r in tables["results.csv"][1]}
-    print(f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal")
+    store, extra_store = Path(out) / "store.sqlite", Path(args.extra) / "store.sqlite"
+    if store.is_file() and extra_store.is_file():  # the store follows the CSV (the report reads the store)
+        import sqlite3
+
+        with sqlite3.connect(store) as db:
+            for s in sorted(replace):
+                for table in ("cycles", "selections", "selection_info"):
+                    db.execute(f"DELETE FROM {table} WHERE strategy = ?", (s,))
+                db.execute("DELETE FROM kv WHERE scope LIKE ?", (f"strategy/{s}/%",))
+            db.execute("ATTACH DATABASE ? AS extra", (str(extra_store),))
+            for table in ("cycles", "selections", "selection_info"):
+                cols = ", ".join(r[1] for r in db.execute(f"PRAGMA main.table_info({table})"))
+                db.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM extra.{table}")
+            db.execute("INSERT OR IGNORE INTO kv SELECT * FROM extra.kv WHERE scope LIKE 'strategy/%'")
+        db.close()
+    for s in replace:  # a stale checkpoint would be resumed from
+        for d in (Path(out) / "checkpoints").glob(f"seed*/{s}"):
+            shutil.rmtree(d)
+        shutil.rmtree(Path(out) / "strategies" / s, ignore_errors=True)
+    print(f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal"
+          + (f"; replaced {', '.join(sorted(replace))}" if replace else ""))
 
 
 def csv_results(out: str) -> list[dict]:
@@ -162,6 +190,9 @@ def main() -> None:
     p = sub.add_parser("merge")
     p.add_argument("setting", choices=sorted(SETTINGS))
     p.add_argument("extra", help="a run directory of the same setting with further cells")
+    p.add_argument("--replace", nargs="+", default=[], metavar="STRATEGY",
+                   help="drop these strategies' rows (and their cells in the store) first: they were "
+                        "recomputed after a change to them")  # fmt: skip
     p.set_defaults(func=cmd_merge)
     p = sub.add_parser("summary")
     p.add_argument("setting", choices=sorted(SETTINGS))
