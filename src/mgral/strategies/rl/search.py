@@ -3,6 +3,7 @@ update and the final pick (rollouts are collected separately from the update, as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -99,3 +100,32 @@ def pick_probabilities(policy: LSTMPolicy, emb: torch.Tensor, chosen: np.ndarray
 
 
 __all__ = ["AgentState", "Step", "collect_rollout", "greedy_batch", "pick_probabilities", "reinforce_update"]
+
+
+def polish(
+    reward: Callable[[np.ndarray], float], positions: np.ndarray, n: int, swaps: int, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Swap hill climbing on a batch of ``positions`` (of ``n``) with the exact ``reward`` of positions:
+    ``swaps`` times, replace a uniformly drawn member by a uniformly drawn non-member and keep the swap
+    when the reward strictly rises. The batch size never changes and the reward never falls; with a
+    deterministic reward and a seeded ``rng`` the result is deterministic. Returns the polished positions
+    (sorted) and a record (reward before and after, swaps tried and accepted)."""
+    pos = np.sort(np.asarray(positions, np.int64))
+    if swaps <= 0 or len(pos) in (0, n):
+        value = float(reward(pos)) if len(pos) else 0.0
+        return pos, {"start": value, "end": value, "swaps": 0, "accepted": 0}
+    member = np.zeros(n, bool)
+    member[pos] = True
+    current = start = float(reward(pos))
+    accepted = 0
+    for _ in range(swaps):
+        j = int(rng.integers(len(pos)))
+        outside = np.flatnonzero(~member)
+        i = int(outside[rng.integers(len(outside))])
+        trial = pos.copy()
+        trial[j] = i
+        value = float(reward(trial))
+        if value > current:
+            member[pos[j]], member[i] = False, True
+            pos, current, accepted = trial, value, accepted + 1
+    return np.sort(pos), {"start": start, "end": current, "swaps": swaps, "accepted": accepted}
