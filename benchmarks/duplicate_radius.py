@@ -77,8 +77,10 @@ def main() -> None:
     for name, r in result.items():
         print(f"{name}: {r['pool']} images, {r['same_scene_pairs']} same-scene pairs")
         for rule, v in r["rules"].items():
-            print(f"  {rule:15s} pairs {v['pairs']:6d} ({v['per_image']:.2f}/image)  precision {v['precision']:.3f}"
-                  f"  recall {v['recall']:.3f}")
+            print(
+                f"  {rule:15s} pairs {v['pairs']:6d} ({v['per_image']:.2f}/image)  precision {v['precision']:.3f}"
+                f"  recall {v['recall']:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -124,8 +124,10 @@ def cmd_merge(args: argparse.Namespace) -> None:
         for d in (Path(out) / "checkpoints").glob(f"seed*/{s}"):
             shutil.rmtree(d)
         shutil.rmtree(Path(out) / "strategies" / s, ignore_errors=True)
-    print(f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal"
-          + (f"; replaced {', '.join(sorted(replace))}" if replace else ""))
+    print(
+        f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal"
+        + (f"; replaced {', '.join(sorted(replace))}" if replace else "")
+    )
 
 
 def csv_results(out: str) -> list[dict]:

@@ -626,11 +626,15 @@ def cmd_polished(args: argparse.Namespace) -> None:
     control = {(r["seed"]): r for r in ctrl if r["name"] == "control"}
     for split in ("dev", "test"):
         ref = reference_values(split, "voc07")
-        gain = np.mean([r[f"{split}_voc07"] - control[r["seed"]][f"{split}_voc07"] for r in rows if r["name"] == name])
+        gain = np.mean(
+            [r[f"{split}_voc07"] - control[r["seed"]][f"{split}_voc07"] for r in rows if r["name"] == name]
+        )
         rank = sum(v > gain for v in ref.values())
-        print(f"{split}: polished {gain:+.4f}; structured batches {min(ref.values()):+.4f} .. "
-              f"{max(ref.values()):+.4f} (mean {np.mean(list(ref.values())):+.4f}); {rank} of {len(ref)} above it; "
-              f"start batch {scored[0]['name']} {ref[scored[0]['name']]:+.4f}")
+        print(
+            f"{split}: polished {gain:+.4f}; structured batches {min(ref.values()):+.4f} .. "
+            f"{max(ref.values()):+.4f} (mean {np.mean(list(ref.values())):+.4f}); {rank} of {len(ref)} above it; "
+            f"start batch {scored[0]['name']} {ref[scored[0]['name']]:+.4f}"
+        )
 
 
 def main() -> None:

@@ -171,8 +171,12 @@ def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypa
         ("curve_calibrate=true", lambda info, picks: info["base_map"] is not None),
         ("proxy=semi", lambda info, picks: info["base_map"] is not None),
         ("proxy=linear", lambda info, picks: info["base_map"] is not None),
-        ("polish_swaps=200", lambda info, picks: info["polish"]["swaps"] == 200
-         and info["polish"]["end"] >= info["polish"]["start"]),
+        (
+            "polish_swaps=200",
+            lambda info, picks: (
+                info["polish"]["swaps"] == 200 and info["polish"]["end"] >= info["polish"]["start"]
+            ),
+        ),
     ],
 )
 def test_each_option_runs_and_does_what_it_says(tmp_path, option, check):
