@@ -99,9 +99,6 @@ def pick_probabilities(policy: LSTMPolicy, emb: torch.Tensor, chosen: np.ndarray
         return torch.sigmoid(policy.logits(emb, d)).numpy()
 
 
-__all__ = ["AgentState", "Step", "collect_rollout", "greedy_batch", "pick_probabilities", "reinforce_update"]
-
-
 def polish(
     reward: Callable[[np.ndarray], float], positions: np.ndarray, n: int, swaps: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -129,3 +126,14 @@ def polish(
             member[pos[j]], member[i] = False, True
             pos, current, accepted = trial, value, accepted + 1
     return np.sort(pos), {"start": start, "end": current, "swaps": swaps, "accepted": accepted}
+
+
+__all__ = [
+    "AgentState",
+    "Step",
+    "collect_rollout",
+    "greedy_batch",
+    "pick_probabilities",
+    "polish",
+    "reinforce_update",
+]
