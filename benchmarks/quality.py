@@ -106,19 +106,27 @@ def cmd_merge(args: argparse.Namespace) -> None:
         (Path(out) / name).write_text(buf.getvalue())
     cells = {(r["strategy"], r["seed"]) for r in tables["results.csv"][1]}
     store, extra_store = Path(out) / "store.sqlite", Path(args.extra) / "store.sqlite"
-    if store.is_file() and extra_store.is_file():  # the store follows the CSV (the report reads the store)
+    if store.is_file():  # the store follows the CSV (the report reads the store)
         import sqlite3
 
+        tables_where = {
+            "cycles": "",
+            "selections": "",
+            "selection_info": "",
+            "kv": " WHERE scope LIKE 'strategy/%'",
+        }
         with sqlite3.connect(store) as db:
             for s in sorted(replace):
                 for table in ("cycles", "selections", "selection_info"):
                     db.execute(f"DELETE FROM {table} WHERE strategy = ?", (s,))
                 db.execute("DELETE FROM kv WHERE scope LIKE ?", (f"strategy/{s}/%",))
-            db.execute("ATTACH DATABASE ? AS extra", (str(extra_store),))
-            for table in ("cycles", "selections", "selection_info"):
-                cols = ", ".join(r[1] for r in db.execute(f"PRAGMA main.table_info({table})"))
-                db.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM extra.{table}")
-            db.execute("INSERT OR IGNORE INTO kv SELECT * FROM extra.kv WHERE scope LIKE 'strategy/%'")
+            if extra_store.is_file():
+                db.execute("ATTACH DATABASE ? AS extra", (str(extra_store),))
+                for table, where in tables_where.items():
+                    cols = ", ".join(r[1] for r in db.execute(f"PRAGMA main.table_info({table})"))
+                    db.execute(
+                        f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM extra.{table}{where}"
+                    )
         db.close()
     for s in replace:  # a stale checkpoint would be resumed from
         for d in (Path(out) / "checkpoints").glob(f"seed*/{s}"):

@@ -623,7 +623,7 @@ def cmd_polished(args: argparse.Namespace) -> None:
             append(out, {**row, "polish": rec})
     rows = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
     ctrl = [json.loads(x) for x in (RESULTS / "reference.jsonl").read_text().splitlines() if x.strip()]
-    control = {(r["seed"]): r for r in ctrl if r["name"] == "control"}
+    control = {r["seed"]: r for r in ctrl if r["name"] == "control"}
     for split in ("dev", "test"):
         ref = reference_values(split, "voc07")
         gain = np.mean(
