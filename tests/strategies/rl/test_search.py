@@ -69,6 +69,10 @@ def test_rollout_greedy_and_pick_probabilities(n, b):
     emb = torch.randn(n, 256)
     rollout, pos = collect_rollout(policy, emb, b, np.random.default_rng(1).random(n))
     assert len(pos) == b and rollout.decisions.sum() == b
+    # the agent's rollouts carry the sampling pass's activations, so its update takes the hand-written
+    # backward, not a second (autograd) pass over the pool
+    assert rollout.activations is not None
+    assert len(rollout.activations.logits) == int((~rollout.forced).sum())
     greedy = greedy_batch(policy, emb, b)
     assert len(greedy) == b and len(set(greedy.tolist())) == b
     probs = pick_probabilities(policy, emb, greedy)

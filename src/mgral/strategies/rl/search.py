@@ -63,8 +63,9 @@ class Step(NamedTuple):
 def collect_rollout(
     policy: LSTMPolicy, emb: torch.Tensor, budget: int, uniforms: np.ndarray
 ) -> tuple[Rollout, np.ndarray]:
-    """Sample one exactly-``budget`` rollout; returns it and its picked positions."""
-    rollout = policy.sample(emb, budget, uniforms)
+    """Sample one exactly-``budget`` rollout keeping its activations (so that :func:`reinforce_update` takes
+    the hand-written backward); returns it and its picked positions."""
+    rollout = policy.sample(emb, budget, uniforms, keep=True)
     return rollout, np.nonzero(rollout.decisions > 0)[0]
 
 
