@@ -142,3 +142,12 @@ def test_query_cli_bad_budget_writes_nothing(tmp_path, shapes_dir, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err == f"mgral: error: --budget: {message}\n"
     assert not out.exists() and not out.with_suffix(".txt").exists()
+
+
+def test_bench_agent_prints_the_ratio_to_a_bare_lstm(capsys):
+    assert main(["bench", "agent", "--pool", "300", "--budget", "30", "--repeats", "1"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["pool"] == 300 and row["ratio"] == pytest.approx(
+        row["iteration_s"] / row["bare_lstm_s"], rel=0.05
+    )
+    assert row["iteration_s"] > 0 and row["bare_lstm_s"] > 0

@@ -25,7 +25,8 @@ def bench_agent(
 ) -> dict[str, Any]:
     """Seconds of one MGRAL agent iteration (exactly-b rollout keeping its activations + hand-written
     backward through time + Adam step) on a pool of random 256-d embeddings, against a bare fused ``nn.LSTM(257, 257)`` forward and
-    backward over the same sequence. Best of ``repeats`` after one warm-up each."""
+    backward over the same sequence. Best of ``repeats`` for each, the two timed alternately after one
+    warm-up each."""
     if not 0 < budget <= pool:
         raise ValueError(f"budget {budget} for a pool of {pool}")
     dev = torch.device(device)
@@ -53,16 +54,15 @@ def bench_agent(
         out.sum().backward()
         sync()
 
-    def best(fn: Any) -> float:
+    def timed(fn: Any) -> float:
+        t = time.perf_counter()
         fn()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return min(times)
+        return time.perf_counter() - t
 
-    it_s, bare_s = best(iteration), best(bare_step)
+    iteration(), bare_step()  # warm-up (compilation, allocator)
+    # alternated, so that a change of load between the two sides hits both
+    pairs = [(timed(iteration), timed(bare_step)) for _ in range(repeats)]
+    it_s, bare_s = min(p[0] for p in pairs), min(p[1] for p in pairs)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_mb()
     return {
         "pool": pool, "budget": budget, "iteration_s": round(it_s, 4), "bare_lstm_s": round(bare_s, 4),
