@@ -59,7 +59,8 @@ def bench_agent(
         fn()
         return time.perf_counter() - t
 
-    iteration(), bare_step()  # warm-up (compilation, allocator)
+    iteration()  # warm-up (compilation, allocator)
+    bare_step()
     # alternated, so that a change of load between the two sides hits both
     pairs = [(timed(iteration), timed(bare_step)) for _ in range(repeats)]
     it_s, bare_s = min(p[0] for p in pairs), min(p[1] for p in pairs)

@@ -20,32 +20,33 @@ torch's fused LSTM and autograd.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-_CLAMP = np.float32(7.90531110763549805)
-_P = tuple(np.float32(v) for v in (
+_CLAMP: Any = np.float32(7.90531110763549805)
+_P: tuple[Any, ...] = tuple(np.float32(v) for v in (
     -2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
     1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03,
 ))  # fmt: skip
-_Q = tuple(np.float32(v) for v in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+_Q: tuple[Any, ...] = tuple(np.float32(v) for v in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
                                    4.89352518554385e-03))  # fmt: skip
-_HALF = np.float32(0.5)
+_HALF: Any = np.float32(0.5)
 
 
 @njit(inline="always", fastmath=True)
 def _tanh(x: float) -> float:
     x = min(max(x, -_CLAMP), _CLAMP)
     x2 = x * x
-    p = _P[0]
+    p: Any = _P[0]
     p = p * x2 + _P[1]
     p = p * x2 + _P[2]
     p = p * x2 + _P[3]
     p = p * x2 + _P[4]
     p = p * x2 + _P[5]
     p = p * x2 + _P[6]
-    q = _Q[0]
+    q: Any = _Q[0]
     q = q * x2 + _Q[1]
     q = q * x2 + _Q[2]
     q = q * x2 + _Q[3]
@@ -105,7 +106,7 @@ def lstm_sample(
             c[j] = g[hd + j] * c[j] + g[j] * g[2 * hd + j]
         for j in range(hd):
             h[j] = g[3 * hd + j] * _tanh(c[j])
-        z = np.float32(0.0)
+        z: Any = np.float32(0.0)
         for j in range(hd):
             z += w_out[j] * h[j]
         z += b_out
