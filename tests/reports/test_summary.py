@@ -7,6 +7,7 @@ from mgral.reports.summary import (
     normalized_auc,
     paired_difference,
     seed_aucs,
+    seed_final_map,
     summary,
     time_breakdown,
 )
@@ -45,6 +46,20 @@ def test_paired_difference_by_hand():
     s = summary(rows)
     assert s["reference"] == "random" and "vs_reference" in s["strategies"]["mgral"]
     assert "+0.0167 [+0.0023, +0.0310], p=0.038, 3 seeds" in markdown_table(rows)
+
+
+def test_paired_difference_at_the_last_cycle():
+    # the curves cross: a is behind at 10 labeled images and ahead at 30, so AUC and last cycle disagree
+    rows = [{"strategy": st, "seed": s, "cycle": c, "n_labeled": 10 * (c + 1), "map": m + step * s}
+            for s in (0, 1, 2) for st, ms, step in (("a", (0.1, 0.3, 0.5), 0.02), ("b", (0.3, 0.35, 0.4), 0.01))
+            for c, m in enumerate(ms)]  # fmt: skip
+    rows.append({"strategy": "a", "seed": 3, "cycle": 0, "n_labeled": 10, "map": 0.9})  # seed 3 unfinished
+    assert seed_final_map(rows, "a") == pytest.approx({0: 0.5, 1: 0.52, 2: 0.54})
+    last = paired_difference(rows, "a", "b", final=True)
+    # differences 0.10, 0.11, 0.12: mean 0.11, sd 0.01, t = 0.11 / (0.01 / sqrt 3) = 19.05, 2 df -> p = 0.0027
+    assert last["n"] == 3 and last["diffs"] == pytest.approx([0.10, 0.11, 0.12])
+    assert last["p"] == pytest.approx(0.00274, abs=5e-5)
+    assert paired_difference(rows, "a", "b")["mean"] < 0 < last["mean"]
 
 
 def test_time_breakdown_is_per_seed():

@@ -72,11 +72,29 @@ def seed_aucs(rows: list[dict[str, Any]], strategy: str) -> np.ndarray:
     return np.array(list(seed_auc_map(rows, strategy).values()))
 
 
-def paired_difference(rows: list[dict[str, Any]], strategy: str, other: str) -> dict[str, Any]:
+def seed_final_map(rows: list[dict[str, Any]], strategy: str) -> dict[int, float]:
+    """The mAP of each seed's last cycle, for the seeds whose curve reached every cycle the strategy reached
+    (the same seeds as :func:`seed_auc_map`)."""
+    last: dict[int, tuple[int, float]] = {}
+    counts: dict[int, int] = defaultdict(int)
+    for r in rows:
+        if r["strategy"] == strategy and r["map"] is not None:
+            counts[r["seed"]] += 1
+            if r["seed"] not in last or r["n_labeled"] > last[r["seed"]][0]:
+                last[r["seed"]] = (r["n_labeled"], r["map"])
+    longest = max(counts.values(), default=0)
+    return {seed: v for seed, (_, v) in last.items() if counts[seed] == longest}
+
+
+def paired_difference(
+    rows: list[dict[str, Any]], strategy: str, other: str, *, final: bool = False
+) -> dict[str, Any]:
     """AUC of ``strategy`` minus that of ``other``, paired by seed: mean, Student-t 95% interval, two-sided
     p-value of the paired t-test, and the per-seed differences. Seeds are paired because every strategy of
-    a seed starts from the same labeled set and cycle-0 model."""
-    a, b = seed_auc_map(rows, strategy), seed_auc_map(rows, other)
+    a seed starts from the same labeled set and cycle-0 model. ``final=True`` compares the last cycle's
+    mAP instead of the area under the curve."""
+    per_seed = seed_final_map if final else seed_auc_map
+    a, b = per_seed(rows, strategy), per_seed(rows, other)
     seeds = sorted(set(a) & set(b))
     diffs = np.array([a[s] - b[s] for s in seeds])
     out: dict[str, Any] = {
@@ -166,5 +184,5 @@ def _paired(d: dict[str, Any] | None) -> str:
     return f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], p={d['p']:.2g}, {d['n']} seeds"
 
 
-__all__ = ["curves", "markdown_table", "normalized_auc", "paired_difference", "seed_aucs", "summary",
+__all__ = ["curves", "markdown_table", "normalized_auc", "paired_difference", "seed_aucs", "seed_final_map", "summary",
            "time_breakdown"]  # fmt: skip
