@@ -53,19 +53,23 @@ def normalized_auc(n_labeled: np.ndarray, values: np.ndarray) -> float:
     return float(np.trapezoid(values, n_labeled) / (n_labeled[-1] - n_labeled[0]))
 
 
-def seed_auc_map(rows: list[dict[str, Any]], strategy: str) -> dict[int, float]:
-    """Normalised AUC of each seed whose curve reached every cycle the strategy reached."""
+def _complete_curves(rows: list[dict[str, Any]], strategy: str) -> dict[int, list[tuple[int, float]]]:
+    """Each seed's (labeled images, mAP) points, sorted, for the seeds whose curve reached every cycle the
+    strategy reached."""
     per_seed: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         if r["strategy"] == strategy and r["map"] is not None:
             per_seed[r["seed"]].append((r["n_labeled"], r["map"]))
     longest = max((len(v) for v in per_seed.values()), default=0)
-    out = {}
-    for seed, pts in per_seed.items():
-        if len(pts) == longest:
-            pts.sort()
-            out[seed] = normalized_auc(np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
-    return out
+    return {seed: sorted(pts) for seed, pts in per_seed.items() if len(pts) == longest}
+
+
+def seed_auc_map(rows: list[dict[str, Any]], strategy: str) -> dict[int, float]:
+    """Normalised AUC of each seed whose curve reached every cycle the strategy reached."""
+    return {
+        seed: normalized_auc(np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+        for seed, pts in _complete_curves(rows, strategy).items()
+    }
 
 
 def seed_aucs(rows: list[dict[str, Any]], strategy: str) -> np.ndarray:
@@ -73,17 +77,8 @@ def seed_aucs(rows: list[dict[str, Any]], strategy: str) -> np.ndarray:
 
 
 def seed_final_map(rows: list[dict[str, Any]], strategy: str) -> dict[int, float]:
-    """The mAP of each seed's last cycle, for the seeds whose curve reached every cycle the strategy reached
-    (the same seeds as :func:`seed_auc_map`)."""
-    last: dict[int, tuple[int, float]] = {}
-    counts: dict[int, int] = defaultdict(int)
-    for r in rows:
-        if r["strategy"] == strategy and r["map"] is not None:
-            counts[r["seed"]] += 1
-            if r["seed"] not in last or r["n_labeled"] > last[r["seed"]][0]:
-                last[r["seed"]] = (r["n_labeled"], r["map"])
-    longest = max(counts.values(), default=0)
-    return {seed: v for seed, (_, v) in last.items() if counts[seed] == longest}
+    """The mAP of each seed's last cycle, for the same seeds as :func:`seed_auc_map`."""
+    return {seed: pts[-1][1] for seed, pts in _complete_curves(rows, strategy).items()}
 
 
 def paired_difference(
