@@ -75,7 +75,8 @@ def cmd_merge(args: argparse.Namespace) -> None:
     import csv
 
     out = args.into or SETTINGS[args.setting][1]
-    if not (Path(out) / "results.csv").is_file():  # a new setting directory starts as a copy of the first
+    created = not (Path(out) / "results.csv").is_file()
+    if created:  # a new setting directory starts as a copy of the first
         Path(out).mkdir(parents=True, exist_ok=True)
         for name in (*MERGED, "config.yaml"):
             shutil.copyfile(Path(args.extra) / name, Path(out) / name)
@@ -146,7 +147,11 @@ def cmd_merge(args: argparse.Namespace) -> None:
             shutil.rmtree(d)
         shutil.rmtree(Path(out) / "strategies" / s, ignore_errors=True)
     print(
-        f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal"
+        (
+            f"created {out} from {args.extra}: {len(cells)} cells"
+            if created
+            else f"merged {args.extra} into {out}: {len(cells)} cells; {checked} rows in both, equal"
+        )
         + (f"; replaced {', '.join(sorted(replace))}" if replace else "")
     )
 
