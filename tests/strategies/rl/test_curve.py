@@ -87,6 +87,33 @@ def test_default_radius_catches_frames_of_a_scene_and_not_independent_images():
         assert w.tolist() == ([0.2] * 10 if dup else [1.0] * 10)
 
 
+def test_scenes_join_a_drifting_video_that_no_radius_pair_joins():
+    """Frames 0..5 drift along a line, each within the radius of the next but the ends far apart: the pair
+    rule counts the ends as two images, the scene rule counts the whole chain once; a labeled frame of the
+    chain counts against every frame of it; an image off the chain stands alone under both rules."""
+    far = np.zeros((12, 2))
+    far[6:, 0] = np.arange(6) * 100.0 + 1000.0  # spread images that set the median distance of two images
+    far[6:, 1] = 500.0
+    emb = far.copy()
+    emb[:6, 0] = np.arange(6) * 1.0  # the video: steps of 1, ends 5 apart
+    counts = np.ones((12, 1))
+    kw = dict(unlabeled=np.arange(12), counts=counts, labeled_counts=np.array([10]), emb_unlabeled=emb)
+    med = np.median([np.linalg.norm(a - b) for i, a in enumerate(emb) for b in emb[i + 1 :]])
+    # about one and a half steps of the chain (the reward standardises each axis, so this is approximate;
+    # the pair-rule assertion below checks that the ends stay apart)
+    cfg = CurveConfig(exponent=1.0, radius=1.5 / med)
+    pairs = CurveReward(cfg, **kw)
+    scenes = CurveReward(replace(cfg, duplicates="scenes"), **kw)
+    assert pairs.weights(np.array([0, 5])).tolist() == [1.0, 1.0]
+    assert scenes.weights(np.array([0, 5, 7])).tolist() == [0.5, 0.5, 1.0]
+    assert scenes(np.array([0, 5])) == pytest.approx(scenes(np.array([2])))
+    labeled = CurveReward(replace(cfg, duplicates="scenes"), **kw, emb_labeled=emb[3:4] + 0.1)
+    assert labeled.weights(np.array([0, 7])).tolist() == [0.5, 1.0]
+    assert labeled(np.array([])) == 0.0
+    with pytest.raises(ValueError, match="duplicates"):
+        CurveConfig(duplicates="frames")  # type: ignore[arg-type]
+
+
 def test_class_counts_and_precision_recall_by_hand(shapes):
     p = _pred([0, 0, 2], [0.9, 0.2, 0.5])
     assert class_counts(p, 3, 0.3).tolist() == [1.0, 0.0, 1.0]

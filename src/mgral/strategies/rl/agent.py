@@ -107,6 +107,8 @@ class MgralOptions:
     curve_calibrate: bool = False  # curve: correct counts by cross-fitted precision/recall (fold models)
     curve_redundancy: bool = True  # curve: near-duplicates (in the batch or labeled) count once
     curve_radius: float = 0.4  # curve: near-duplicate radius, fraction of the median distance of two images
+    # curve: an image's duplicates are those within the radius (pairs), or its connected component (scenes)
+    curve_duplicates: Literal["pairs", "scenes"] = "pairs"
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
@@ -128,7 +130,7 @@ class MgralOptions:
     def curve_config(self) -> CurveConfig:
         return CurveConfig(kind=self.reward, threshold=self.curve_threshold, exponent=self.curve_exponent,
                            calibrate=self.curve_calibrate, redundancy=self.curve_redundancy,
-                           radius=self.curve_radius)  # fmt: skip
+                           radius=self.curve_radius, duplicates=self.curve_duplicates)  # fmt: skip
 
     def reward_config(self) -> RewardConfig:
         return RewardConfig(kind=self.reward, proxy="head" if self.proxy == "curve" else self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations, base_fraction=self.base_fraction,

@@ -19,7 +19,9 @@ drown that in training noise. This reward computes the mAP change directly:
   fold models' hold-out AP (else 0: no saturation).
 * Near-duplicates bring one image's worth: with ``redundancy``, an image's counts are divided by the
   number of images of the batch (itself included) and of the labeled set within ``radius`` of it in the
-  embedding space.
+  embedding space (``duplicates=pairs``), or (``duplicates=scenes``) in its *scene*: the connected
+  component of the graph that joins two images of the pool or the labeled set within ``radius``, so that
+  frames of one video, which drift step by step beyond any one radius, still count once together.
 * reward = ``mean_c [AP_c(n_c + m_c) - AP_c(n_c)]``; an empty batch scores exactly 0.
 
 ``kind=oracle`` counts the batch's true objects instead (simulation only). Nothing here reads the ground
@@ -34,6 +36,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from torchvision.ops import box_iou
 
 from mgral.data.dataset import DetectionDataset
@@ -48,6 +52,7 @@ class CurveConfig:
     calibrate: bool = False  # correct counts by cross-fitted precision / recall, and saturate by hold-out AP
     redundancy: bool = True  # near-duplicates count once
     radius: float = 0.4  # ... within this fraction of the pool's median distance between two images
+    duplicates: Literal["pairs", "scenes"] = "pairs"  # ... of one image, or of its connected component
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -56,6 +61,8 @@ class CurveConfig:
             raise ValueError(f"curve exponent must be positive, got {self.exponent}")
         if self.radius < 0:
             raise ValueError(f"curve radius must be >= 0, got {self.radius}")
+        if self.duplicates not in ("pairs", "scenes"):
+            raise ValueError(f"curve duplicates must be 'pairs' or 'scenes', got {self.duplicates!r}")
 
 
 def class_counts(pred: Prediction, num_classes: int, threshold: float) -> np.ndarray:
@@ -116,6 +123,8 @@ class CurveReward:
         self.base_map: float | None = None if ap is None else float(np.nanmean(ap))
         self.emb: np.ndarray | None = None
         self.dup_labeled = np.zeros(len(self.unlabeled))
+        self.scene: np.ndarray | None = None  # duplicates=scenes: the component of every unlabeled image
+        self.scene_labeled = np.zeros(0)  # ... and the labeled images in each component
         if cfg.redundancy and emb_unlabeled is not None and len(emb_unlabeled) > 1:
             emb = np.asarray(emb_unlabeled, np.float64)
             mu, sd = emb.mean(0), emb.std(0) + 1e-6
@@ -129,8 +138,14 @@ class CurveReward:
             sample = self.emb[rows]
             d2 = _sqdist(sample, sample)
             self.r2 = (cfg.radius * float(np.median(np.sqrt(d2[np.triu_indices(len(rows), 1)])))) ** 2
-            if emb_labeled is not None and len(emb_labeled):
-                zl = (np.asarray(emb_labeled, np.float64) - mu) / sd
+            zl = (
+                (np.asarray(emb_labeled, np.float64) - mu) / sd
+                if emb_labeled is not None and len(emb_labeled)
+                else np.zeros((0, self.emb.shape[1]))
+            )
+            if cfg.duplicates == "scenes":
+                self.scene, self.scene_labeled = _scenes(self.emb, zl, self.r2)
+            else:
                 for s in range(0, len(self.emb), 2048):  # chunks bound the memory to 2,048 x L
                     self.dup_labeled[s : s + 2048] = (_sqdist(self.emb[s : s + 2048], zl) < self.r2).sum(1)
 
@@ -138,9 +153,14 @@ class CurveReward:
         """Nothing to train: the counts and curves were computed at construction."""
 
     def weights(self, pos: np.ndarray) -> np.ndarray:
-        """1 / (images of the batch and of the labeled set within the radius, itself included)."""
+        """1 / (images of the batch and of the labeled set within the radius, itself included), or in its
+        scene (``duplicates=scenes``)."""
         if self.emb is None:
             return np.ones(len(pos))
+        if self.scene is not None:
+            scene = self.scene[pos]
+            _, inverse, size = np.unique(scene, return_inverse=True, return_counts=True)
+            return 1.0 / (size[inverse] + self.scene_labeled[scene])
         d2 = _sqdist(self.emb[pos], self.emb[pos])
         np.fill_diagonal(d2, np.inf)
         return 1.0 / (1.0 + (d2 < self.r2).sum(1) + self.dup_labeled[pos])
@@ -154,6 +174,23 @@ class CurveReward:
         a = self.cfg.exponent
         gain = self.headroom * (1.0 - (self.n / (self.n + m)) ** a)
         return float(gain.mean())
+
+
+def _scenes(emb: np.ndarray, emb_labeled: np.ndarray, r2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of the graph joining two images (unlabeled ``emb`` then ``emb_labeled``) closer
+    than ``sqrt(r2)``: the component of every unlabeled image (int[U]) and the number of labeled images in
+    every component (float[K]). Edges are found by chunks of 2,048 rows, so memory stays 2,048 x (U + L)."""
+    z = np.concatenate([emb, emb_labeled])
+    rows, cols = [], []
+    for s in range(0, len(z), 2048):
+        r, c = np.nonzero(_sqdist(z[s : s + 2048], z) < r2)
+        rows.append(r + s)
+        cols.append(c)
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(row), np.int8), (row, col)), shape=(len(z), len(z)))
+    _, label = connected_components(graph, directed=False)
+    labeled = np.bincount(label[len(emb) :], minlength=int(label.max()) + 1).astype(np.float64)
+    return label[: len(emb)], labeled
 
 
 def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
