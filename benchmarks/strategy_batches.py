@@ -5,8 +5,7 @@ batch, or whether the search fails to find what the reward would like.
     .venv/bin/python benchmarks/strategy_batches.py DIR [DIR ...] [--seeds 0 1 2 3 4]
 
 Each DIR is a `quality.py run redundant` directory holding cycle 0 of coreset and mgral for some seeds (a
-seed is read from the first DIR that has its cycle-0 model). For each
-seed it loads the shared cycle-0 model, predicts and embeds the pool as the loop does, and scores under
+seed is read from the first DIR that has its cycle-0 model). For each seed it loads the shared cycle-0 model, predicts and embeds the pool as the loop does, and scores under
 the curve reward (both near-duplicate rules, ``pairs`` and ``scenes``): each strategy's first batch, 20
 random batches, and mgral's batch after 3,000 swaps of hill climbing on the reward (``search.polish``).
 With each batch it counts the distinct scenes of the generator (read only to describe the batches, never
@@ -33,7 +32,7 @@ def measure(run_dir: Path, seed: int) -> dict:
     from mgral.data.synthetic import scene_of, spec_for
     from mgral.detectors.detector import Detector
     from mgral.strategies.base import pool_view
-    from mgral.strategies.rl.agent import MgralOptions
+    from mgral.strategies.rl.agent import MgralOptions, class_totals
     from mgral.strategies.rl.curve import CurveReward, class_counts
     from mgral.strategies.rl.search import polish
     from mgral.utils import derive_seed, rng_for
@@ -54,7 +53,7 @@ def measure(run_dir: Path, seed: int) -> dict:
     emb_labeled = det.embed(view, lab, progress=False)
     c = ds.num_classes
     counts = np.stack([class_counts(p, c, MgralOptions().curve_threshold) for p in inf.predictions])
-    labeled_counts = np.sum([np.bincount(ds[int(i)].labels, minlength=c)[:c] for i in lab], axis=0)
+    labeled_counts = class_totals(ds, lab)
     s = cfg.data.synthetic
     frames = spec_for(s.difficulty, **s.options).frames
 

@@ -142,10 +142,11 @@ class MgralOptions:
 
 def labeled_class_counts(ctx: SelectionContext) -> np.ndarray:
     """Ground-truth objects per class in the labeled set."""
-    return _class_totals(ctx.dataset, ctx.labeled)
+    return class_totals(ctx.dataset, ctx.labeled)
 
 
-def _class_totals(dataset: DetectionDataset, indices: np.ndarray) -> np.ndarray:
+def class_totals(dataset: DetectionDataset, indices: np.ndarray) -> np.ndarray:
+    """Objects per class in the ground truth of ``indices`` (labeled images only)."""
     counts = np.zeros(dataset.num_classes, np.int64)
     for i in indices:
         np.add.at(counts, dataset[int(i)].labels, 1)
@@ -201,7 +202,7 @@ def make_reward(
             if len(predictions)
             else np.zeros((0, c))
         )
-    return CurveReward(cfg, unlabeled=unlabeled, counts=counts, labeled_counts=_class_totals(dataset, labeled), ap=ap,
+    return CurveReward(cfg, unlabeled=unlabeled, counts=counts, labeled_counts=class_totals(dataset, labeled), ap=ap,
                        emb_unlabeled=emb_unlabeled, emb_labeled=emb_labeled)  # fmt: skip
 
 
