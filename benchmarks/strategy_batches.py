@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 
-def measure(run_dir: Path, seed: int) -> dict:
+def cycle0(run_dir: Path, seed: int) -> dict:
+    """Seed ``seed``'s shared cycle-0 model of a ``quality.py run redundant`` directory, and what the loop
+    sees with it: the pool's predictions and embeddings, the curve counts, and the first batch each of
+    coreset, entropy and mgral picked there (empty when the directory has no such cell)."""
     import torch
 
     from mgral.config import load_config
@@ -33,8 +36,7 @@ def measure(run_dir: Path, seed: int) -> dict:
     from mgral.detectors.detector import Detector
     from mgral.strategies.base import pool_view
     from mgral.strategies.rl.agent import MgralOptions, class_totals
-    from mgral.strategies.rl.curve import CurveReward, class_counts
-    from mgral.strategies.rl.search import polish
+    from mgral.strategies.rl.curve import class_counts
     from mgral.utils import derive_seed, rng_for
 
     ckpt = run_dir / f"checkpoints/seed{seed}/shared/cycle0.pt"
@@ -50,16 +52,9 @@ def measure(run_dir: Path, seed: int) -> dict:
     det.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["detector"])
     view, unl, lab = pool_view(ds, pool), pool.unlabeled, pool.labeled
     inf = det.infer(view, unl, predictions=True, embeddings=True, progress=False)
-    emb_labeled = det.embed(view, lab, progress=False)
     c = ds.num_classes
-    counts = np.stack([class_counts(p, c, MgralOptions().curve_threshold) for p in inf.predictions])
-    labeled_counts = class_totals(ds, lab)
     s = cfg.data.synthetic
     frames = spec_for(s.difficulty, **s.options).frames
-
-    def scenes(batch: np.ndarray) -> int:
-        return len({scene_of(s.seed, int(i), frames)[0] for i in batch})
-
     with sqlite3.connect(run_dir / "store.sqlite") as db:
         picked = {
             st: np.array(
@@ -72,14 +67,37 @@ def measure(run_dir: Path, seed: int) -> dict:
                 ],
                 np.int64,
             )  # fmt: skip
-            for st in ("coreset", "mgral")
+            for st in ("coreset", "entropy", "mgral")
         }
+    return {
+        "dataset": ds, "unlabeled": unl, "labeled": lab, "embeddings": inf.embeddings,
+        "predictions": inf.predictions, "emb_labeled": det.embed(view, lab, progress=False),
+        "counts": np.stack([class_counts(p, c, MgralOptions().curve_threshold) for p in inf.predictions]),
+        "labeled_counts": class_totals(ds, lab), "picked": picked,
+        "scene_of": lambda i: scene_of(s.seed, i, frames)[0],
+    }  # fmt: skip
+
+
+def measure(run_dir: Path, seed: int) -> dict:
+    from mgral.strategies.rl.agent import MgralOptions
+    from mgral.strategies.rl.curve import CurveReward
+    from mgral.strategies.rl.search import polish
+    from mgral.utils import derive_seed
+
+    c = cycle0(run_dir, seed)
+    unl, counts, labeled_counts = c["unlabeled"], c["counts"], c["labeled_counts"]
+    inf_emb, emb_labeled = c["embeddings"], c["emb_labeled"]
+    picked = {st: b for st, b in c["picked"].items() if st != "entropy"}
+
+    def scenes(batch: np.ndarray) -> int:
+        return len({c["scene_of"](int(i)) for i in batch})
+
     rng = np.random.default_rng(derive_seed(seed, "strategy-batches"))
     randoms = [np.sort(rng.choice(unl, 100, replace=False)) for _ in range(20)]
     out: dict = {}
     for rule in ("pairs", "scenes"):
         reward = CurveReward(MgralOptions(curve_duplicates=rule).curve_config(), unlabeled=unl, counts=counts,
-                             labeled_counts=labeled_counts, emb_unlabeled=inf.embeddings,
+                             labeled_counts=labeled_counts, emb_unlabeled=inf_emb,
                              emb_labeled=emb_labeled)  # fmt: skip
         row = {st: {"reward": reward(b), "scenes": scenes(b)} for st, b in picked.items() if len(b)}
         row["random"] = {"reward": float(np.mean([reward(b) for b in randoms])),

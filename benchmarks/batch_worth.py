@@ -1,0 +1,339 @@
+"""What a first batch is worth on the redundant setting, and which reward says it (issue: MGRAL's reward).
+
+``reward_fidelity.py`` measures batch worth on the hard shapes only. On the video-like ``cpu-bench`` pool
+Core-set beats mgral although the curve reward scores mgral's batch higher (``strategy_batches.py``), and no
+measured reference said which of the two is right, or what a better reward should weigh. This script
+builds that reference on a *dev* split of its own (new scenes of the same generator), so that a choice of
+reward never looks at the test split. Subcommands, each resumable (rows are appended line by line under
+``benchmarks/results/batch_worth/``):
+
+``build DIR --seed S``
+    Loads seed S's shared cycle-0 model from a ``quality.py run redundant`` directory DIR and writes about
+    30 batches of 100 unlabeled images whose worth really differs: 10 random; the first batches that
+    coreset, entropy and mgral picked (from DIR's store, when there); mgral's after 3,000 swaps of hill
+    climbing on the reward; one frame of each of 100 scenes; whole scenes; scenes the labeled set already
+    holds against new scenes; most objects; rare classes; embedding clusters; near-duplicates. Ground truth
+    and the generator's scene ids *build* some of them: they are inputs of the benchmark, never read by a
+    strategy.
+``reference --workers 2``
+    For each batch and 2 training seeds common to every batch, retrains the detector from scratch on
+    labeled + batch with true labels, as the loop's next cycle would; worth = mAP (VOC07) on the dev split
+    (what choices look at) and on the test split (reported) minus the same training without the batch.
+``score``
+    Every reward variant's Spearman against the dev (and test) worth with a bootstrap 95% interval; writes
+    ``benchmarks/results/batch_worth.json``.
+
+    .venv/bin/python benchmarks/batch_worth.py build benchmarks/results/_qs-a --seed 0
+    .venv/bin/python benchmarks/batch_worth.py reference --workers 2
+    .venv/bin/python benchmarks/batch_worth.py score
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from strategy_batches import cycle0  # noqa: E402
+
+RESULTS = Path("benchmarks/results/batch_worth")
+BUDGET, REF_SEEDS = 100, (0, 1)
+
+
+def _cfg() -> Any:
+    from mgral.config import load_config
+
+    return load_config(preset="cpu-bench", overrides=["device=cpu", "progress=false"])
+
+
+def _dev_dataset(cfg: Any) -> Any:
+    from mgral.data.synthetic import make_dataset, spec_for
+    from mgral.utils import derive_seed
+
+    s = cfg.data.synthetic
+    return make_dataset(s.generator, 300, derive_seed(s.seed, "dev"), RESULTS / "data/dev",
+                        spec_for(s.difficulty, **s.options))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ batches
+def cmd_build(args: argparse.Namespace) -> None:
+    from sklearn.cluster import KMeans
+
+    from mgral.strategies.entropy import box_entropy
+    from mgral.strategies.rl.agent import MgralOptions
+    from mgral.strategies.rl.curve import CurveReward
+    from mgral.strategies.rl.search import polish
+    from mgral.utils import derive_seed
+
+    c = cycle0(args.dir, args.seed)
+    ds, unl, lab, emb = c["dataset"], c["unlabeled"], c["labeled"], c["embeddings"]
+    scene = np.array([c["scene_of"](int(i)) for i in unl])
+    lab_scenes = {c["scene_of"](int(i)) for i in lab}
+    n_obj = np.array([len(ds[int(i)].labels) for i in unl])
+    rng = np.random.default_rng(derive_seed(args.seed, "batch-worth"))
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, family: str, positions: np.ndarray) -> None:
+        pos = np.unique(np.asarray(positions, np.int64))
+        assert len(pos) == BUDGET, (name, len(pos))
+        out.append({"name": name, "family": family, "indices": sorted(unl[pos].tolist())})
+
+    def fill(part: np.ndarray) -> np.ndarray:
+        part = np.unique(part)[:BUDGET]
+        rest = np.setdiff1d(np.arange(len(unl)), part)
+        return np.concatenate([part, rng.choice(rest, BUDGET - len(part), replace=False)])
+
+    def top(score: np.ndarray, k: int = BUDGET) -> np.ndarray:
+        return np.lexsort((rng.random(len(score)), -score))[:k]
+
+    for k in range(10):
+        add(f"random-{k}", "random", rng.choice(len(unl), BUDGET, replace=False))
+    for st, b in c["picked"].items():
+        if len(b):
+            add(st, "strategy", np.searchsorted(unl, b))
+    reward = CurveReward(MgralOptions(curve_duplicates="scenes").curve_config(), unlabeled=unl,
+                         counts=c["counts"], labeled_counts=c["labeled_counts"], emb_unlabeled=emb,
+                         emb_labeled=c["emb_labeled"])  # fmt: skip
+    for st in ("mgral", "coreset"):
+        if len(c["picked"][st]):
+            pos, _ = polish(lambda p: reward(unl[p]), np.searchsorted(unl, c["picked"][st]), len(unl), 3000,
+                            np.random.default_rng(derive_seed(args.seed, "batch-worth-polish", st)))  # fmt: skip
+            add(f"{st}-polished", "polished", pos)
+    if not len(c["picked"]["entropy"]):
+        ent = np.array([box_entropy(p.probs, True).sum() if len(p.probs) else 0.0 for p in c["predictions"]])
+        add("entropy-sum-top", "entropy", top(ent))
+    scenes = np.unique(scene)
+    for k in range(2):  # one frame of each of 100 scenes
+        chosen = rng.choice(scenes, BUDGET, replace=False)
+        add(f"one-per-scene-{k}", "scenes", [rng.choice(np.nonzero(scene == s)[0]) for s in chosen])
+    for k in range(2):  # whole scenes, as many as fit
+        part: list[int] = []
+        for s in rng.permutation(scenes):
+            part.extend(np.nonzero(scene == s)[0].tolist())
+            if len(part) >= BUDGET:
+                break
+        add(f"whole-scenes-{k}", "scenes", np.array(part[:BUDGET]))
+    seen = np.array([s in lab_scenes for s in scene])
+    add("seen-scenes", "scenes", rng.choice(np.nonzero(seen)[0], BUDGET, replace=False))
+    add("new-scenes", "scenes", rng.choice(np.nonzero(~seen)[0], BUDGET, replace=False))
+    add("objects-most", "objects", top(n_obj))
+    best = {}  # the image with most objects of each scene
+    for p in np.lexsort((rng.random(len(unl)), -n_obj)):
+        best.setdefault(scene[p], p)
+    per_scene = np.array(list(best.values()))
+    add(
+        "objects-most-one-per-scene",
+        "objects",
+        per_scene[np.argsort(-n_obj[per_scene], kind="stable")][:BUDGET],
+    )
+    rare = np.argsort(c["labeled_counts"], kind="stable")[:2]
+    n_rare = np.array([np.isin(ds[int(i)].labels, rare).sum() for i in unl])
+    add("rare-100", "rare", fill(top(n_rare)))
+    add("rare-50", "rare", fill(top(n_rare, BUDGET // 2)))
+    assign = KMeans(8, n_init=4, random_state=0).fit_predict(emb)
+    for cl in np.argsort(-np.bincount(assign, minlength=8))[:3]:
+        members = np.nonzero(assign == cl)[0]
+        add(
+            f"cluster-{int(cl)}",
+            "cluster",
+            fill(rng.choice(members, min(BUDGET, len(members)), replace=False)),
+        )
+    anchor = int(rng.integers(len(unl)))
+    add("near-duplicates-half", "near-duplicates",
+        fill(np.argsort(np.linalg.norm(emb - emb[anchor], axis=1), kind="stable")[: BUDGET // 2]))  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"batches-seed{args.seed}.json"
+    path.write_text(json.dumps({"dir": str(args.dir), "seed": args.seed, "labeled": lab.tolist(),
+                                "batches": out}) + "\n")  # fmt: skip
+    print(f"wrote {path}: {len(out)} batches")
+
+
+def load_batches() -> dict[int, dict[str, Any]]:
+    return {int(json.loads(p.read_text())["seed"]): json.loads(p.read_text())
+            for p in sorted(RESULTS.glob("batches-seed*.json"))}  # fmt: skip
+
+
+def _done(path: Path) -> set[tuple]:
+    if not path.is_file():
+        return set()
+    return {
+        (r["seed"], r["name"], r["train_seed"]) for r in map(json.loads, path.read_text().splitlines()) if r
+    }
+
+
+# ------------------------------------------------------------------------------------------ reference
+def _reference_job(job: tuple[int, str, list[int], int, str]) -> dict[str, Any]:
+    import torch
+
+    from mgral.data.sources import load_run_data
+    from mgral.detectors.detector import Detector
+    from mgral.metrics.voc import evaluate_voc_dataset
+    from mgral.training.supervised import train_supervised
+    from mgral.utils import derive_seed
+
+    seed, name, indices, s, run_dir = job
+    torch.set_num_threads(1)
+    cfg = _cfg()
+    ds, test = load_run_data(cfg.data, Path(run_dir) / "data")
+    dev = _dev_dataset(cfg)
+    det = Detector(cfg.detector, ds.num_classes, seed=derive_seed(seed, s, "worth-init"))
+    t0 = time.perf_counter()
+    train_supervised(det, ds, np.sort(np.asarray(indices, np.int64)), cfg.train,
+                     seed=derive_seed(seed, s, "worth-train"), progress=False)  # fmt: skip
+    row: dict[str, Any] = {"seed": seed, "name": name, "train_seed": s, "train_s": time.perf_counter() - t0}
+    for split, d in (("dev", dev), ("test", test)):
+        idx = np.arange(len(d))
+        row[split] = evaluate_voc_dataset(d, idx, det.predict(d, idx, progress=False), use_07=True)["mAP"]
+    return row
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    out = RESULTS / "reference.jsonl"
+    done = _done(out)
+    jobs = []
+    for seed, b in load_batches().items():
+        lab = b["labeled"]
+        for batch in [{"name": "control", "indices": []}, *b["batches"]]:
+            jobs += [(seed, batch["name"], lab + batch["indices"], s, b["dir"]) for s in REF_SEEDS
+                     if (seed, batch["name"], s) not in done]  # fmt: skip
+    print(f"{len(jobs)} trainings to run", flush=True)
+    _dev_dataset(_cfg())  # generated once, before the workers read it
+    with ProcessPoolExecutor(args.workers) as ex:
+        for k, row in enumerate(ex.map(_reference_job, jobs), 1):
+            with out.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            print(f"[{k}/{len(jobs)}] seed {row['seed']} {row['name']} train seed {row['train_seed']}: dev "
+                  f"{row['dev']:.4f} test {row['test']:.4f} ({row['train_s']:.0f}s)", flush=True)  # fmt: skip
+
+
+def worth(split: str) -> dict[tuple[int, str], float]:
+    """(seed, batch) -> mean over training seeds of mAP(labeled + batch) - mAP(labeled), on ``split``."""
+    rows = [json.loads(x) for x in (RESULTS / "reference.jsonl").read_text().splitlines() if x.strip()]
+    by: dict[tuple[int, str], dict[int, float]] = {}
+    for r in rows:
+        by.setdefault((r["seed"], r["name"]), {})[r["train_seed"]] = r[split]
+    out = {}
+    for (seed, name), v in by.items():
+        ctrl = by.get((seed, "control"), {})
+        if name != "control" and len(v) == len(REF_SEEDS) and len(ctrl) == len(REF_SEEDS):
+            out[(seed, name)] = float(np.mean([v[s] - ctrl[s] for s in REF_SEEDS]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ scores
+def variants(c: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Every reward variant and plain statistic of every batch: variant -> batch name -> value."""
+    from mgral.strategies.rl.agent import MgralOptions
+    from mgral.strategies.rl.curve import CurveReward
+
+    unl, counts = c["unlabeled"], c["counts"]
+    true = np.stack([np.bincount(c["dataset"][int(i)].labels, minlength=counts.shape[1])[: counts.shape[1]]
+                     for i in unl]).astype(float)  # fmt: skip
+    rewards = {
+        f"curve-{rule}{'-oracle' if k is true else ''}": CurveReward(
+            MgralOptions(curve_duplicates=rule).curve_config(), unlabeled=unl, counts=k,
+            labeled_counts=c["labeled_counts"], emb_unlabeled=c["embeddings"], emb_labeled=c["emb_labeled"])
+        for rule in ("pairs", "scenes") for k in (counts, true)
+    }  # fmt: skip
+    ref = rewards["curve-scenes"]
+    assert ref.emb is not None and ref.scene is not None
+    emb = np.asarray(c["embeddings"], np.float64)
+    mu, sd = emb.mean(0), emb.std(0) + 1e-6
+    z, zl = ref.emb, (np.asarray(c["emb_labeled"], np.float64) - mu) / sd
+    d_lab = np.sqrt(np.min(_sq(z, zl), axis=1))  # every pool image's distance to the labeled set
+    out: dict[str, dict[str, float]] = {}
+    for b in batches:
+        pos = np.searchsorted(unl, b["indices"])
+        row = {k: r(np.asarray(b["indices"])) for k, r in rewards.items()}
+        d_new = np.minimum(d_lab, np.sqrt(np.min(_sq(z, z[pos]), axis=1)))
+        row["facility-gain"] = float(d_lab.mean() - d_new.mean())  # Core-set's objective, averaged
+        row["kcenter-radius"] = -float(d_new.max())
+        row["predicted-objects"] = float(counts[pos].sum())
+        row["components"] = float(len(np.unique(ref.scene[pos])))
+        row["new-components"] = float(len(np.unique(ref.scene[pos][ref.scene_labeled[ref.scene[pos]] == 0])))
+        row["scenes"] = float(len({c["scene_of"](int(i)) for i in b["indices"]}))
+        for name, v in row.items():
+            out.setdefault(name, {})[b["name"]] = v
+    return out
+
+
+def _sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
+
+
+def _mean_spearman(
+    pairs: list[tuple[np.ndarray, np.ndarray]], n_boot: int = 2000
+) -> tuple[float, list[float]]:
+    """Mean over seeds of Spearman's rho within a seed, and a bootstrap 95% interval (batches resampled
+    within each seed)."""
+    from scipy.stats import spearmanr
+
+    rho = float(np.mean([spearmanr(x, y).statistic for x, y in pairs]))
+    rng, boots = np.random.default_rng(0), []
+    for _ in range(n_boot):
+        vals = []
+        for x, y in pairs:
+            k = rng.integers(0, len(x), len(x))
+            if len(np.unique(x[k])) > 2 and len(np.unique(y[k])) > 2:
+                vals.append(spearmanr(x[k], y[k]).statistic)
+        if len(vals) == len(pairs):
+            boots.append(np.mean(vals))
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return rho, [float(lo), float(hi)]
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    dev, test = worth("dev"), worth("test")
+    result: dict[str, Any] = {"seeds": {}, "spearman": {}}
+    table: dict[int, dict[str, dict[str, float]]] = {}
+    for seed, b in load_batches().items():
+        names = [x["name"] for x in b["batches"] if (seed, x["name"]) in dev]
+        if len(names) < 5:
+            continue
+        c = cycle0(Path(b["dir"]), seed)
+        table[seed] = variants(c, [x for x in b["batches"] if x["name"] in names])
+        result["seeds"][str(seed)] = {n: {"dev": dev[(seed, n)], "test": test[(seed, n)],
+                                          **{k: v[n] for k, v in table[seed].items()}} for n in names}  # fmt: skip
+    for k in next(iter(table.values())):
+        result["spearman"][k] = {}
+        for split, ref in (("dev", dev), ("test", test)):
+            pairs = [(np.array([v[k][n] for n in v[k]]), np.array([ref[(s, n)] for n in v[k]]))
+                     for s, v in table.items()]  # fmt: skip
+            rho, ci = _mean_spearman(pairs)
+            result["spearman"][k][split] = {"rho": rho, "ci": ci}
+        d, t = result["spearman"][k]["dev"], result["spearman"][k]["test"]
+        print(f"{k:22s} dev {d['rho']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]  "
+              f"test {t['rho']:+.2f} [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}]")  # fmt: skip
+    for seed, rows in result["seeds"].items():
+        print(f"seed {seed}: batches by dev worth")
+        for n, r in sorted(rows.items(), key=lambda kv: -kv[1]["dev"]):
+            print(
+                f"  {n:28s} dev {r['dev']:+.4f} test {r['test']:+.4f} curve-scenes {r['curve-scenes']:.4f} "
+                f"facility {r['facility-gain']:.3f} scenes {r['scenes']:.0f} objects {r['predicted-objects']:.0f}"
+            )
+    path = Path("benchmarks/results/batch_worth.json")
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("dir", type=Path)
+    b.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("reference")
+    r.add_argument("--workers", type=int, default=2)
+    sub.add_parser("score")
+    a = ap.parse_args()
+    {"build": cmd_build, "reference": cmd_reference, "score": cmd_score}[a.cmd](a)
