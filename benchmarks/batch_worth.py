@@ -200,9 +200,11 @@ def cmd_reference(args: argparse.Namespace) -> None:
     done = _done(out)
     jobs = []
     for seed, b in load_batches().items():
+        if args.seeds and seed not in args.seeds:
+            continue
         lab = b["labeled"]
         for batch in [{"name": "control", "indices": []}, *b["batches"]]:
-            jobs += [(seed, batch["name"], lab + batch["indices"], s, b["dir"]) for s in REF_SEEDS
+            jobs += [(seed, batch["name"], lab + batch["indices"], s, b["dir"]) for s in args.train_seeds
                      if (seed, batch["name"], s) not in done]  # fmt: skip
     print(f"{len(jobs)} trainings to run", flush=True)
     _dev_dataset(_cfg())  # generated once, before the workers read it
@@ -217,16 +219,51 @@ def cmd_reference(args: argparse.Namespace) -> None:
 
 
 def worth(split: str) -> dict[tuple[int, str], float]:
-    """(seed, batch) -> mean over training seeds of mAP(labeled + batch) - mAP(labeled), on ``split``."""
+    """(seed, batch) -> mean over training seeds of mAP(labeled + batch) - mAP(labeled), on ``split``. A
+    seed's batches all use the training seeds its control has (at least 2); a batch missing one is left
+    out until its rows are there."""
+    by = _by_training_seed(split)
+    out = {}
+    for (seed, name), v in by.items():
+        ctrl = by.get((seed, "control"), {})
+        if name != "control" and len(ctrl) >= len(REF_SEEDS) and set(ctrl) <= set(v):
+            out[(seed, name)] = float(np.mean([v[s] - ctrl[s] for s in sorted(ctrl)]))
+    return out
+
+
+def _by_training_seed(split: str) -> dict[tuple[int, str], dict[int, float]]:
     rows = [json.loads(x) for x in (RESULTS / "reference.jsonl").read_text().splitlines() if x.strip()]
     by: dict[tuple[int, str], dict[int, float]] = {}
     for r in rows:
         by.setdefault((r["seed"], r["name"]), {})[r["train_seed"]] = r[split]
-    out = {}
-    for (seed, name), v in by.items():
-        ctrl = by.get((seed, "control"), {})
-        if name != "control" and len(v) == len(REF_SEEDS) and len(ctrl) == len(REF_SEEDS):
-            out[(seed, name)] = float(np.mean([v[s] - ctrl[s] for s in REF_SEEDS]))
+    return by
+
+
+def repeatability(split: str) -> dict[str, Any]:
+    """How far the reference agrees with itself: per seed, the mean over pairs of training seeds of
+    Spearman between the worths one training seed gives; the Spearman-Brown reliability of the mean of k
+    training seeds, r_k = k r / (1 + (k - 1) r); and sqrt(r_k), about the highest Spearman any reward can
+    reach against this reference (a reward that knew the true worth exactly)."""
+    import itertools
+
+    from scipy.stats import spearmanr
+
+    by, out = _by_training_seed(split), {}
+    for seed in sorted({s for s, _ in by}):
+        ctrl = by[(seed, "control")]
+        names = [n for (s, n) in by if s == seed and n != "control" and set(ctrl) <= set(by[(s, n)])]
+        rho = [
+            spearmanr([by[(seed, n)][a] - ctrl[a] for n in names], [by[(seed, n)][b] - ctrl[b] for n in names]).statistic
+            for a, b in itertools.combinations(sorted(ctrl), 2)
+        ]  # fmt: skip
+        r, k = float(np.mean(rho)), len(ctrl)
+        rk = k * r / (1 + (k - 1) * r)
+        out[str(seed)] = {
+            "training_seeds": k,
+            "pairwise": r,
+            "reliability": rk,
+            "ceiling": float(np.sqrt(max(rk, 0))),
+        }
     return out
 
 
@@ -293,6 +330,8 @@ def _mean_spearman(
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    from scipy.stats import spearmanr
+
     dev, test = worth("dev"), worth("test")
     result: dict[str, Any] = {"seeds": {}, "spearman": {}}
     table: dict[int, dict[str, dict[str, float]]] = {}
@@ -321,8 +360,74 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"  {n:28s} dev {r['dev']:+.4f} test {r['test']:+.4f} curve-scenes {r['curve-scenes']:.4f} "
                 f"facility {r['facility-gain']:.3f} scenes {r['scenes']:.0f} objects {r['predicted-objects']:.0f}"
             )
+    result["repeatability"] = {split: repeatability(split) for split in ("dev", "test")}
+    for split, per in result["repeatability"].items():
+        for seed, r in per.items():
+            print(
+                f"reference {split} seed {seed}: {r['training_seeds']} training seeds, pairwise Spearman "
+                f"{r['pairwise']:+.2f}, reliability of their mean {r['reliability']:.2f}, ceiling {r['ceiling']:.2f}"
+            )
+    result["dev_vs_test"] = float(np.mean([spearmanr([v["dev"] for v in rows.values()],
+                                                     [v["test"] for v in rows.values()]).statistic
+                                           for rows in result["seeds"].values()]))  # fmt: skip
+    print(f"dev worth against test worth (mean over seeds): {result['dev_vs_test']:+.2f}")
     path = Path("benchmarks/results/batch_worth.json")
     path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    """The curve reward's knobs (threshold, exponent, radius, duplicate rule) on a grid, each setting's
+    mean-within-seed Spearman against the *dev* worth (the choice) and the test worth (reported only);
+    writes ``benchmarks/results/batch_worth_grid.json``."""
+    import itertools
+
+    from scipy.stats import spearmanr
+
+    from mgral.strategies.rl.agent import MgralOptions
+    from mgral.strategies.rl.curve import CurveReward, class_counts
+
+    dev, test = worth("dev"), worth("test")
+    grid = list(
+        itertools.product((0.1, 0.2, 0.3, 0.5), (0.25, 0.5, 1.0), (0.2, 0.4, 0.6), ("pairs", "scenes"))
+    )
+    per_seed: dict[int, list[tuple[float, float]]] = {}
+    for seed, b in load_batches().items():
+        names = [x["name"] for x in b["batches"] if (seed, x["name"]) in dev]
+        c = cycle0(Path(b["dir"]), seed)
+        idx = {x["name"]: np.asarray(x["indices"]) for x in b["batches"] if x["name"] in names}
+        n_cls = c["counts"].shape[1]
+        counts = {
+            t: np.stack([class_counts(p, n_cls, t) for p in c["predictions"]]) for t in (0.1, 0.2, 0.3, 0.5)
+        }
+        rows = []
+        for t, a, r, rule in grid:
+            opts = MgralOptions(curve_threshold=t, curve_exponent=a, curve_radius=r, curve_duplicates=rule)
+            rew = CurveReward(opts.curve_config(), unlabeled=c["unlabeled"], counts=counts[t],
+                              labeled_counts=c["labeled_counts"], emb_unlabeled=c["embeddings"],
+                              emb_labeled=c["emb_labeled"])  # fmt: skip
+            v = [rew(idx[n]) for n in names]
+            rows.append((float(spearmanr(v, [dev[(seed, n)] for n in names]).statistic),
+                         float(spearmanr(v, [test[(seed, n)] for n in names]).statistic)))  # fmt: skip
+        per_seed[seed] = rows
+    table = [
+        {"threshold": t, "exponent": a, "radius": r, "duplicates": rule,
+         "dev": float(np.mean([per_seed[s][k][0] for s in per_seed])),
+         "test": float(np.mean([per_seed[s][k][1] for s in per_seed]))}
+        for k, (t, a, r, rule) in enumerate(grid)
+    ]  # fmt: skip
+    table.sort(key=lambda x: -x["dev"])
+    for x in table[:12]:
+        print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.1f} "
+              f"{x['duplicates']:6s}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
+    default = next(x for x in table if (x["threshold"], x["exponent"], x["radius"]) == (0.3, 0.5, 0.4)
+                   and x["duplicates"] == "scenes")  # fmt: skip
+    print(
+        f"today's (0.3, 0.5, 0.4, scenes): dev {default['dev']:+.3f} test {default['test']:+.3f}; "
+        f"rank {table.index(default) + 1} of {len(table)} on dev"
+    )
+    path = Path("benchmarks/results/batch_worth_grid.json")
+    path.write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {path}")
 
 
@@ -334,6 +439,9 @@ if __name__ == "__main__":
     b.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("reference")
     r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
+    r.add_argument("--seeds", type=int, nargs="+", help="only these seeds' batches (default: all)")
     sub.add_parser("score")
+    sub.add_parser("grid")
     a = ap.parse_args()
-    {"build": cmd_build, "reference": cmd_reference, "score": cmd_score}[a.cmd](a)
+    {"build": cmd_build, "reference": cmd_reference, "score": cmd_score, "grid": cmd_grid}[a.cmd](a)
