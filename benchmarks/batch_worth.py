@@ -394,6 +394,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
     per_seed: dict[int, list[tuple[float, float]]] = {}
     for seed, b in load_batches().items():
         names = [x["name"] for x in b["batches"] if (seed, x["name"]) in dev]
+        if len(names) < 5:  # its rows are still being written
+            continue
         c = cycle0(Path(b["dir"]), seed)
         idx = {x["name"]: np.asarray(x["indices"]) for x in b["batches"] if x["name"] in names}
         n_cls = c["counts"].shape[1]
