@@ -16,7 +16,8 @@ reward never looks at the test split. Subcommands, each resumable (rows are appe
     and the generator's scene ids *build* some of them: they are inputs of the benchmark, never read by a
     strategy.
 ``reference --workers 2``
-    For each batch and 2 training seeds common to every batch, retrains the detector from scratch on
+    For each batch and the training seeds common to every batch (``--train-seeds``, default 0 1; the
+    figures of RESULTS.md use 0 1 2 3), retrains the detector from scratch on
     labeled + batch with true labels, as the loop's next cycle would; worth = mAP (VOC07) on the dev split
     (what choices look at) and on the test split (reported) minus the same training without the batch.
 ``score``
@@ -422,10 +423,11 @@ def cmd_grid(args: argparse.Namespace) -> None:
     for x in table[:12]:
         print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.1f} "
               f"{x['duplicates']:6s}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
-    default = next(x for x in table if (x["threshold"], x["exponent"], x["radius"]) == (0.3, 0.5, 0.4)
-                   and x["duplicates"] == "scenes")  # fmt: skip
+    o = MgralOptions()  # the defaults
+    key = (o.curve_threshold, o.curve_exponent, o.curve_radius, o.curve_duplicates)
+    default = next(x for x in table if (x["threshold"], x["exponent"], x["radius"], x["duplicates"]) == key)
     print(
-        f"today's (0.3, 0.5, 0.4, scenes): dev {default['dev']:+.3f} test {default['test']:+.3f}; "
+        f"the default {key}: dev {default['dev']:+.3f} test {default['test']:+.3f}; "
         f"rank {table.index(default) + 1} of {len(table)} on dev"
     )
     path = Path("benchmarks/results/batch_worth_grid.json")
