@@ -158,8 +158,8 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 
 def load_batches() -> dict[int, dict[str, Any]]:
-    return {int(json.loads(p.read_text())["seed"]): json.loads(p.read_text())
-            for p in sorted(RESULTS.glob("batches-seed*.json"))}  # fmt: skip
+    files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("batches-seed*.json"))]
+    return {int(b["seed"]): b for b in files}
 
 
 def _done(path: Path) -> set[tuple]:
@@ -271,6 +271,8 @@ def repeatability(split: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ scores
 def variants(c: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Every reward variant and plain statistic of every batch: variant -> batch name -> value."""
+    from scipy.spatial.distance import cdist
+
     from mgral.strategies.rl.agent import MgralOptions
     from mgral.strategies.rl.curve import CurveReward
 
@@ -288,12 +290,12 @@ def variants(c: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, dict
     emb = np.asarray(c["embeddings"], np.float64)
     mu, sd = emb.mean(0), emb.std(0) + 1e-6
     z, zl = ref.emb, (np.asarray(c["emb_labeled"], np.float64) - mu) / sd
-    d_lab = np.sqrt(np.min(_sq(z, zl), axis=1))  # every pool image's distance to the labeled set
+    d_lab = np.min(cdist(z, zl), axis=1)  # every pool image's distance to the labeled set
     out: dict[str, dict[str, float]] = {}
     for b in batches:
         pos = np.searchsorted(unl, b["indices"])
         row = {k: r(np.asarray(b["indices"])) for k, r in rewards.items()}
-        d_new = np.minimum(d_lab, np.sqrt(np.min(_sq(z, z[pos]), axis=1)))
+        d_new = np.minimum(d_lab, np.min(cdist(z, z[pos]), axis=1))
         row["facility-gain"] = float(d_lab.mean() - d_new.mean())  # Core-set's objective, averaged
         row["kcenter-radius"] = -float(d_new.max())
         row["predicted-objects"] = float(counts[pos].sum())
@@ -303,10 +305,6 @@ def variants(c: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, dict
         for name, v in row.items():
             out.setdefault(name, {})[b["name"]] = v
     return out
-
-
-def _sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
 
 
 def _mean_spearman(
