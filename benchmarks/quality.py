@@ -241,33 +241,38 @@ def cmd_resplit(args: argparse.Namespace) -> None:
     from mgral.utils import derive_seed, safe_torch_load
 
     torch.set_num_threads(1)
-    out = Path(args.dir)
-    cfg = config_from_yaml_text((out / "config.yaml").read_text(), str(out / "config.yaml"))
-    pool, test = load_run_data(cfg.data, out / "data")
-    if args.n > len(test):
-        raise SystemExit(f"error: {out}: the test split has {len(test)} images, fewer than --n {args.n}")
-    idx = np.arange(args.n)
-    rows = csv_results(str(out))
-    cells = sorted({(r["strategy"], r["seed"]) for r in rows if r["map"] is not None})
-    result: dict = {"dir": str(out), "n_test": args.n, "map": {}, "auc": {}}
-    cache: dict[Path, float] = {}
-    for name, seed in cells:
-        pts = sorted(
-            (r["cycle"], r["n_labeled"]) for r in rows if r["strategy"] == name and r["seed"] == seed
-        )
-        curve = []
-        for cycle, n_lab in pts:
-            path = out / "checkpoints" / f"seed{seed}" / (name if cycle else "shared") / f"cycle{cycle}.pt"
-            if path not in cache:
-                det = Detector(cfg.detector, pool.num_classes, seed=derive_seed(seed, "init"), device="cpu")
-                det.load_state_dict(safe_torch_load(path)["detector"])
-                cache[path] = evaluate_predictions(test, idx, det.predict(test, idx, progress=False),
-                                                   cfg.loop.metric)[0]  # fmt: skip
-            curve.append((n_lab, cache[path]))
-        result["map"].setdefault(name, {})[str(seed)] = [v for _, v in curve]
-        auc = normalized_auc(np.array([n for n, _ in curve]), np.array([v for _, v in curve]))
-        result["auc"].setdefault(name, {})[str(seed)] = auc
-        print(f"{name} seed {seed}: AUC on the first {args.n} test images {auc:.6f}", flush=True)
+    result: dict = {"dirs": args.dir, "n_test": args.n, "map": {}, "auc": {}}
+    for d in args.dir:  # several directories: a setting's cells computed in several runs
+        out = Path(d)
+        cfg = config_from_yaml_text((out / "config.yaml").read_text(), str(out / "config.yaml"))
+        pool, test = load_run_data(cfg.data, out / "data")
+        if args.n > len(test):
+            raise SystemExit(f"error: {out}: the test split has {len(test)} images, fewer than --n {args.n}")
+        idx = np.arange(args.n)
+        rows = csv_results(str(out))
+        cells = sorted({(r["strategy"], r["seed"]) for r in rows if r["map"] is not None})
+        cache: dict[Path, float] = {}
+        for name, seed in cells:
+            pts = sorted(
+                (r["cycle"], r["n_labeled"]) for r in rows if r["strategy"] == name and r["seed"] == seed
+            )
+            curve = []
+            for cycle, n_lab in pts:
+                path = (
+                    out / "checkpoints" / f"seed{seed}" / (name if cycle else "shared") / f"cycle{cycle}.pt"
+                )
+                if path not in cache:
+                    det = Detector(
+                        cfg.detector, pool.num_classes, seed=derive_seed(seed, "init"), device="cpu"
+                    )
+                    det.load_state_dict(safe_torch_load(path)["detector"])
+                    preds = det.predict(test, idx, progress=False)
+                    cache[path] = evaluate_predictions(test, idx, preds, cfg.loop.metric)[0]
+                curve.append((n_lab, cache[path]))
+            result["map"].setdefault(name, {})[str(seed)] = [v for _, v in curve]
+            auc = normalized_auc(np.array([n for n, _ in curve]), np.array([v for _, v in curve]))
+            result["auc"].setdefault(name, {})[str(seed)] = auc
+            print(f"{name} seed {seed}: AUC on the first {args.n} test images {auc:.6f}", flush=True)
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.json}")
 
@@ -305,7 +310,7 @@ def main() -> None:
     p.add_argument("--json", help="where the summary goes (default: benchmarks/results/quality_SETTING.json)")
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("resplit", help="every cell's checkpoints evaluated on the first N test images")
-    p.add_argument("dir", help="a run directory whose cells kept their checkpoints")
+    p.add_argument("dir", nargs="+", help="run directories whose cells kept their checkpoints")
     p.add_argument("--n", type=int, required=True, help="test images to evaluate on (a prefix of the split)")
     p.add_argument("--json", required=True, help="where the per-seed mAP curves and AUCs go")
     p.set_defaults(func=cmd_resplit)
