@@ -17,7 +17,8 @@ invocation (more seeds, more strategies) and resumes after an interruption; ``su
 std, per seed), its paired difference to random and to the best of random/entropy/coreset with a Student-t
 95% interval over seeds, the same paired difference on the last cycle's mAP (a secondary read), and the
 whole-run time per seed against entropy's. ``resplit DIR --n 300 --json F`` evaluates every kept checkpoint of
-DIR again on the first 300 test images, to read a wide run on the narrow split.
+DIR again on the first 300 test images, to read a wide run on the narrow split; ``variants A B --json F``
+pairs by seed one strategy's runs in two directories (two settings of its options).
 """
 
 from __future__ import annotations
@@ -277,6 +278,29 @@ def cmd_resplit(args: argparse.Namespace) -> None:
     print(f"wrote {args.json}")
 
 
+def cmd_variants(args: argparse.Namespace) -> None:
+    """Two variants of one strategy, each in its own run directory (``--set strategy_params...``), paired
+    by seed: AUC and last-cycle differences. Both directories must share every seed's cycle-0 mAP (one
+    machine, one cycle-0 model per seed), as ``merge`` requires."""
+    from mgral.reports.summary import paired_difference, seed_auc_map
+
+    rows = []
+    for label, d in (("a", args.a), ("b", args.b)):
+        rows += [{**r, "strategy": label} for r in csv_results(d) if r["strategy"] == args.strategy]
+    c0 = {}
+    for r in rows:
+        if r["cycle"] == 0 and c0.setdefault(r["seed"], r["map"]) != r["map"]:
+            raise SystemExit(f"error: seed {r['seed']}: cycle-0 mAP differs between {args.a} and {args.b}")
+    out = {
+        "strategy": args.strategy, "a": args.a, "b": args.b,
+        "auc": {k: seed_auc_map(rows, k) for k in ("a", "b")},
+        "a_minus_b": paired_difference(rows, "a", "b"),
+        "a_minus_b_last_cycle": paired_difference(rows, "a", "b", final=True),
+    }  # fmt: skip
+    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: out[k] for k in ("a_minus_b", "a_minus_b_last_cycle")}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -314,6 +338,12 @@ def main() -> None:
     p.add_argument("--n", type=int, required=True, help="test images to evaluate on (a prefix of the split)")
     p.add_argument("--json", required=True, help="where the per-seed mAP curves and AUCs go")
     p.set_defaults(func=cmd_resplit)
+    p = sub.add_parser("variants", help="two run directories of one strategy's variants, paired by seed")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--strategy", default="mgral")
+    p.add_argument("--json", required=True)
+    p.set_defaults(func=cmd_variants)
     args = ap.parse_args()
     args.func(args)
 

@@ -16,9 +16,10 @@ Per cycle:
 4. **Final batch.** The maximum of noisy estimates is biased upwards (the winner's curse), so by default
    (``final=rescore``) the ``rescore_top`` best batches seen and the policy's greedy decoding are scored
    with the true reward and the best of those is taken. ``best`` (the highest value seen) and ``greedy``
-   (the trained policy decoded) are the alternatives; all three are recorded. ``polish_swaps`` > 0 then
-   climbs from the chosen batch by swaps with the true reward (:func:`~.search.polish`); off by default,
-   for a measured reason (``docs/design.md``, "The final batch").
+   (the trained policy decoded) are the alternatives; all three are recorded. Then ``polish_swaps``
+   (3,000 by default with the curve reward, 0: none) climb from the chosen batch by swaps with the true reward
+   (:func:`~.search.polish`), which measured better over 5 seeds on both CPU settings
+   (``docs/design.md``, "The final batch").
 
 The policy's weights carry over from one cycle to the next, and so do the records. Resume: the search's
 :class:`~.search.AgentState` goes to ``ctx.state`` every ``checkpoint_every`` iterations; every draw comes
@@ -82,10 +83,10 @@ class MgralOptions:
     clusters: int = 16  # k-means clusters of the batch features
     final: Literal["rescore", "best", "greedy"] = "rescore"
     rescore_top: int = 4  # batches re-scored with the true reward for final=rescore (plus the greedy one)
-    # swaps of hill climbing of the final batch with the true reward (0: none). Measured on the dev split:
-    # 3,000 swaps lift the curve reward of a batch from 0.133 to 0.205, and its true worth not at all
-    # (docs/design.md, "The final batch"), so it is off
-    polish_swaps: int = 0
+    # swaps of hill climbing of the final batch with the true reward (0: none). None: 3,000 with the curve
+    # reward (with curve_duplicates=scenes, ahead of no polishing with pairs over 5 seeds on both CPU
+    # settings, docs/design.md "The final batch"), 0 with a proxy that trains (a swap would cost a training)
+    polish_swaps: int | None = None
     reward: Literal["pseudo", "oracle"] = "pseudo"  # oracle: the batch's true labels (simulation only)
     # curve (default, best measured): the mAP change from per-class learning curves and the objects the
     # detector expects in the batch (strategies/rl/curve.py); head / semi / linear: a proxy detector
@@ -108,7 +109,7 @@ class MgralOptions:
     curve_redundancy: bool = True  # curve: near-duplicates (in the batch or labeled) count once
     curve_radius: float = 0.4  # curve: near-duplicate radius, fraction of the median distance of two images
     # curve: an image's duplicates are those within the radius (pairs), or its connected component (scenes)
-    curve_duplicates: Literal["pairs", "scenes"] = "pairs"
+    curve_duplicates: Literal["pairs", "scenes"] = "scenes"
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
@@ -117,10 +118,16 @@ class MgralOptions:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
-        if self.polish_swaps < 0:
+        if self.polish_swaps is not None and self.polish_swaps < 0:
             raise ValueError(f"polish_swaps must be >= 0, got {self.polish_swaps}")
         self.reward_config()  # checks the reward's options
         self.curve_config()
+
+    def swaps(self) -> int:
+        """The polishing swaps this configuration makes (``polish_swaps``, or its default for the proxy)."""
+        if self.polish_swaps is not None:
+            return self.polish_swaps
+        return 3000 if self.proxy == "curve" else 0
 
     def estimator_name(self) -> str:
         if self.estimator != "auto":
@@ -369,8 +376,8 @@ class MgralStrategy(Strategy):
             checkpoint()
         # optional: climb from it with the exact reward (not cached in the state: it is deterministic)
         polished = None
-        if opts.polish_swaps:
-            chosen, polished = polish(lambda p: reward_fn(ctx.unlabeled[p]), chosen, n, opts.polish_swaps,
+        if opts.swaps():
+            chosen, polished = polish(lambda p: reward_fn(ctx.unlabeled[p]), chosen, n, opts.swaps(),
                                       rng_for(ctx.seed, "polish", ctx.cycle))  # fmt: skip
         probs = pick_probabilities(policy, emb, chosen)
         ctx.state.put("policy", {k: v.clone() for k, v in policy.state_dict().items()})
