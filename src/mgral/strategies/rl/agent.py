@@ -374,10 +374,10 @@ class MgralStrategy(Strategy):
                 rescored.append({"batch": ctx.unlabeled[c].tolist(), "true": true_reward(c) - offset})
             chosen = candidates[int(np.argmax([r["true"] for r in rescored]))]
             checkpoint()
-        # optional: climb from it with the exact reward (not cached in the state: it is deterministic)
-        polished = None
-        if opts.swaps():
-            chosen, polished = polish(lambda p: reward_fn(ctx.unlabeled[p]), chosen, n, opts.swaps(),
+        # climb from it with the exact reward (not cached in the state: it is deterministic)
+        polished, swaps = None, opts.swaps()
+        if swaps:
+            chosen, polished = polish(lambda p: reward_fn(ctx.unlabeled[p]), chosen, n, swaps,
                                       rng_for(ctx.seed, "polish", ctx.cycle))  # fmt: skip
         probs = pick_probabilities(policy, emb, chosen)
         ctx.state.put("policy", {k: v.clone() for k, v in policy.state_dict().items()})
