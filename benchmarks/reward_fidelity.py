@@ -239,8 +239,9 @@ def cmd_reference(args: argparse.Namespace) -> None:
     batches = load_batches()
     out = RESULTS / "reference.jsonl"
     done = done_keys(out, "name", "seed")
-    jobs = [("control", [], s) for s in REF_SEEDS] + [
-        (b["name"], b["indices"], s) for b in batches for s in REF_SEEDS
+    seeds = tuple(args.train_seeds)
+    jobs = [("control", [], s) for s in seeds] + [
+        (b["name"], b["indices"], s) for b in batches for s in seeds
     ]
     jobs = [j for j in jobs if (j[0], j[2]) not in done]
     print(f"{len(batches)} batches; {len(jobs)} trainings to run", flush=True)
@@ -251,8 +252,10 @@ def cmd_reference(args: argparse.Namespace) -> None:
                   f"{row['dev_voc07']:.4f} ({row['train_s']:.0f}s)", flush=True)  # fmt: skip
 
 
-def reference_values(split: str = "test", metric: str = "voc07") -> dict[str, float]:
-    """Batch name -> mean over training seeds of mAP(labeled + batch) - mAP(labeled)."""
+def reference_values(
+    split: str = "test", metric: str = "voc07", seeds: tuple[int, ...] = REF_SEEDS
+) -> dict[str, float]:
+    """Batch name -> mean over training ``seeds`` of mAP(labeled + batch) - mAP(labeled)."""
     rows = [
         json.loads(line) for line in (RESULTS / "reference.jsonl").read_text().splitlines() if line.strip()
     ]
@@ -261,9 +264,7 @@ def reference_values(split: str = "test", metric: str = "voc07") -> dict[str, fl
         by.setdefault(r["name"], {})[r["seed"]] = r[f"{split}_{metric}"]
     control = by.pop("control")
     return {
-        n: float(np.mean([v[s] - control[s] for s in REF_SEEDS]))
-        for n, v in by.items()
-        if len(v) == len(REF_SEEDS)
+        n: float(np.mean([v[s] - control[s] for s in seeds])) for n, v in by.items() if set(seeds) <= set(v)
     }
 
 
@@ -365,7 +366,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_estimators(args: argparse.Namespace) -> None:
     """Run MGRAL's own search on the setting (true rewards every ``true_every`` iterations), then score
     every estimator on the *policy* batches it proposed: fitted on the random records and the first half of
-    the policy batches, evaluated on the second half (later in the search, where the policy has moved)."""
+    the policy batches, evaluated on the second half (later in the search, where the policy has moved).
+
+    The records' batches are kept (``records_NAME.pt``), so that every batch feature (``feature_variants``) is
+    scored on the same batches and rewards; ``--search-seed`` runs the search with another seed (its policy,
+    rollouts and random records), which is where a feature is chosen before the seed-0 search reports it."""
     import torch
 
     from mgral.loop.context import build_context
@@ -375,61 +380,118 @@ def cmd_estimators(args: argparse.Namespace) -> None:
 
     st = setting(threads=args.threads)
     sets = [*args.set, f"strategy_params.mgral.iterations={args.iterations}",
-            f"strategy_params.mgral.true_every={args.true_every}", "strategy_params.mgral.final=best"]  # fmt: skip
+            f"strategy_params.mgral.true_every={args.true_every}", "strategy_params.mgral.final=best",
+            "strategy_params.mgral.polish_swaps=0"]  # fmt: skip
     options = mgral_options(sets)
     strategy = MgralStrategy(options)
+    seen: list[np.ndarray] = []  # every batch the search featurizes, in order: the records' batches
+    featurizer = strategy.featurizer
+
+    def keeping(*a: Any, **k: Any) -> Any:
+        inner = featurizer(*a, **k)
+
+        def feature(positions: np.ndarray) -> np.ndarray:
+            seen.append(np.asarray(positions, np.int64).copy())
+            return inner(positions)
+
+        return feature
+
+    strategy.featurizer = keeping  # type: ignore[method-assign]
     store = MemoryStore()
     pool = st["pool"]
     ctx, _ = build_context(
         strategy, "mgral", cfg=st["cfg"], detector=st["detector"], view=st["view"], unlabeled=pool.unlabeled,
-        labeled=pool.labeled, seed=SEED, cycle=0, state=StrategyState(store, "s"), workdir=RESULTS / "work",
-        progress=False,
+        labeled=pool.labeled, seed=args.search_seed, cycle=0, state=StrategyState(store, "s"),
+        workdir=RESULTS / "work", progress=False,
     )  # fmt: skip
     t0 = time.perf_counter()
     sel = strategy.select(ctx, BUDGET)
     search_s = time.perf_counter() - t0
     records = Records.from_state(StrategyState(store, "s").get("records"))
-    torch.save(records.state_dict(), RESULTS / f"records_{args.name}.pt")  # before scoring: kept if it fails
+    positions = seen[: len(records)]
+    torch.save({"records": records.state_dict(), "positions": [p.tolist() for p in positions]},
+               RESULTS / f"records_{args.name}.pt")  # before scoring: kept if it fails  # fmt: skip
     kinds = np.array(records.kinds)
     policy = np.nonzero(kinds == "policy")[0]
     train_policy, test_policy = policy[: len(policy) // 2], policy[len(policy) // 2 :]
     fit_idx = np.concatenate([np.nonzero(kinds != "policy")[0], train_policy])
-    fit = Records()
-    for i in fit_idx:
-        fit.add(np.asarray(records.features[i]), records.rewards[i], records.groups[i], records.kinds[i])
-    x_test = np.array([records.features[i] for i in test_policy])
-    y_test = np.array([records.rewards[i] for i in test_policy]) - fit.offset(0)
+    rewards = np.asarray(records.rewards, float)
     out: dict[str, Any] = {"iterations": args.iterations, "true_every": args.true_every, "records": len(records),
                            "policy_records": len(policy), "held_out": len(test_policy), "search_s": search_s,
-                           "set": args.set, "estimators": {}}  # fmt: skip
-    # the featurizer and an estimate: how long one look-up takes
-    feat = strategy.featurizer(ctx, np.asarray(ctx.embeddings_unlabeled))
+                           "search_seed": args.search_seed, "set": args.set, "estimators": {},
+                           "features": {}}  # fmt: skip
     rng = np.random.default_rng(0)
-    batches = [np.sort(rng.choice(len(pool.unlabeled), BUDGET, replace=False)) for _ in range(200)]
-    for name in ("table", "ridge", "gp", "kernel"):
-        est = make_estimator(name)
-        est.fit(fit)
-        pred = np.array([est.estimate(x) for x in x_test], dtype=float)
-        answered = ~np.isnan(pred)
-        row: dict[str, Any] = {"answered": float(answered.mean())}
-        if answered.sum() > 3:
-            rho, ci = spearman_ci(pred[answered], y_test[answered])
-            row.update(
-                {
-                    "spearman": rho,
-                    "spearman_ci": ci,
-                    "mae": float(np.abs(pred[answered] - y_test[answered]).mean()),
-                }
-            )
-        t = time.perf_counter()
-        for b in batches:
-            est.estimate(feat(b))
-        row["estimate_s"] = (time.perf_counter() - t) / len(batches)
-        out["estimators"][name] = row
-        print(name, json.dumps(row), flush=True)
+    timing = [np.sort(rng.choice(len(pool.unlabeled), BUDGET, replace=False)) for _ in range(200)]
+    default = "default"
+    variants = {
+        default: featurizer(ctx, np.asarray(ctx.embeddings_unlabeled)),
+        **feature_variants(strategy, ctx),
+    }
+    for fname, feat in variants.items():
+        x = np.stack([feat(p) for p in positions])
+        if fname == default:  # the strategy's own feature: the records hold it
+            assert np.allclose(x, np.stack(records.features)), "the records' batches are out of order"
+        fit = Records()
+        for i in fit_idx:
+            fit.add(x[i], rewards[i], records.groups[i], records.kinds[i])
+        y_test = rewards[test_policy] - fit.offset(0)
+        out["features"][fname] = {}
+        for name in ("table", "ridge", "gp", "kernel"):
+            est = make_estimator(name)
+            est.fit(fit)
+            pred = np.array([est.estimate(x[i]) for i in test_policy], dtype=float)
+            answered = ~np.isnan(pred)
+            row: dict[str, Any] = {"answered": float(answered.mean())}
+            if answered.sum() > 3:
+                rho, ci = spearman_ci(pred[answered], y_test[answered])
+                row.update({"spearman": rho, "spearman_ci": ci,
+                            "mae": float(np.abs(pred[answered] - y_test[answered]).mean())})  # fmt: skip
+            t = time.perf_counter()
+            for bt in timing:  # one estimate: the batch's feature, then the estimator
+                est.estimate(feat(bt))
+            row["estimate_s"] = (time.perf_counter() - t) / len(timing)
+            out["features"][fname][name] = row
+            print(fname, name, json.dumps(row), flush=True)
+        if fname == default:
+            out["estimators"] = out["features"][fname]
+    out["reward_s"] = reward_seconds(strategy, ctx, timing)
     out["rescored"] = sel.info.get("rescored")
-    out["reward_calls_s"] = None
     (RESULTS / f"estimators_{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+def feature_variants(strategy: Any, ctx: Any) -> dict[str, Any]:
+    """The batch features compared (besides the strategy's own, ``default``): the composition with
+    pseudo-objects counted at the pseudo-label threshold (the default before the session of 2026-12-03,
+    fourth); counted at the curve reward's threshold (the default with the curve reward since); and that
+    with the curve reward's near-duplicate groups (distinct scenes per image, share of the batch in scenes
+    new to the labeled set)."""
+    from mgral.strategies.rl.agent import labeled_class_counts
+    from mgral.strategies.rl.features import CompositionFeaturizer
+
+    opts = strategy.options
+    reward = strategy.reward(ctx)
+    scene = getattr(reward, "scene", None)
+    common = {"softmax": ctx.softmax, "clusters": opts.clusters, "seed": ctx.seed}
+    args = (ctx.embeddings_unlabeled, ctx.embeddings_labeled, ctx.predictions, labeled_class_counts(ctx))
+    out = {
+        "composition": CompositionFeaturizer(*args, threshold=opts.pseudo_threshold, **common),
+        "composition-curve": CompositionFeaturizer(*args, threshold=opts.curve_threshold, **common),
+    }
+    if scene is not None:
+        out["composition-curve-scenes"] = CompositionFeaturizer(
+            *args, threshold=opts.curve_threshold, groups=scene, groups_labeled=reward.scene_labeled, **common
+        )
+    return out
+
+
+def reward_seconds(strategy: Any, ctx: Any, batches: list[np.ndarray]) -> float:
+    """Seconds of one true reward of the strategy's default (built once, as the search builds it)."""
+    reward = strategy.reward(ctx)
+    reward.prepare()
+    t = time.perf_counter()
+    for b in batches:
+        reward(ctx.unlabeled[b])
+    return (time.perf_counter() - t) / len(batches)
 
 
 # ------------------------------------------------------------------------------------------ signals
@@ -525,11 +587,13 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 2000, seed: int = 0)
 
 def cmd_summary(args: argparse.Namespace) -> None:
     """``benchmarks/results/reward_fidelity.json``: every Spearman with a bootstrap 95% interval."""
-    ref = reference_values("test", "voc07")
+    seeds = tuple(args.train_seeds)
+    ref = reference_values("test", "voc07", seeds)
     names = sorted(ref)
     out: dict[str, Any] = {
         "n_batches": len(names),
-        "reference": "test-split VOC07 mAP gain, mean of 2 training seeds",
+        "reference": f"test-split VOC07 mAP gain, mean of {len(seeds)} training seeds",
+        "reference_training_seeds": list(seeds),
     }
 
     def corr(a: dict[str, float], b: dict[str, float], key: str) -> None:
@@ -538,7 +602,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
         out[key], out[f"{key}_ci"], out[f"{key}_n"] = rho, ci, len(common)
 
     corr(proxy_values(args.proxy), ref, "spearman_proxy_vs_reference")
-    corr(proxy_values(args.proxy), reference_values("dev", "voc07"), "spearman_proxy_vs_reference_dev")
+    corr(proxy_values(args.proxy), reference_values("dev", "voc07", seeds), "spearman_proxy_vs_reference_dev")
     if args.oracle:
         corr(proxy_values(args.oracle), ref, "spearman_oracle_vs_reference")
     corr(proxy_values(args.proxy, 0, 0), proxy_values(args.proxy, 1, 1), "proxy_repeatability")
@@ -549,8 +613,22 @@ def cmd_summary(args: argparse.Namespace) -> None:
         json.loads(line) for line in (RESULTS / "reference.jsonl").read_text().splitlines() if line.strip()
     ]
     by = {(r["name"], r["seed"]): r["test_voc07"] for r in rows}
-    seeds = [{n: by[(n, s)] - by[("control", s)] for n in names} for s in REF_SEEDS]
-    corr(seeds[0], seeds[1], "reference_seed_agreement")
+    per_seed = [{n: by[(n, s)] - by[("control", s)] for n in names} for s in seeds]
+    corr(per_seed[0], per_seed[1], "reference_seed_agreement")
+    # every pair of training seeds, and what that says of their mean: its reliability (Spearman-Brown) and
+    # the highest correlation any reward can have with it (the square root of the reliability)
+    from itertools import combinations
+
+    from scipy.stats import spearmanr
+
+    pairwise = [
+        float(spearmanr([a[n] for n in names], [b[n] for n in names]).statistic)
+        for a, b in combinations(per_seed, 2)
+    ]
+    r = float(np.mean(pairwise))
+    out["reference_seed_agreement_pairwise"] = pairwise
+    out["reference_reliability"] = len(seeds) * r / (1 + (len(seeds) - 1) * r)
+    out["reference_ceiling"] = float(np.sqrt(max(out["reference_reliability"], 0.0)))
     values = np.array([ref[n] for n in names])
     out["reference_spread"] = {
         "min": float(values.min()),
@@ -565,7 +643,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     out["proxy_s"] = float(np.mean([r["seconds"] for r in prox]))
     out["proxy_prepare_s"] = float(np.mean([r["prepare_s"] for r in prox]))
     if args.estimators:
-        est = json.loads((RESULTS / f"estimators_{args.estimators}.json").read_text())
+        est = json.loads((RESULTS / f"estimators_{args.estimators[0]}.json").read_text())
         best = max(
             (k for k, v in est["estimators"].items() if not np.isnan(v.get("spearman", float("nan")))),
             key=lambda k: est["estimators"][k]["spearman"],
@@ -581,6 +659,21 @@ def cmd_summary(args: argparse.Namespace) -> None:
         out["estimate_s"] = row["estimate_s"]
         out["proxy_over_estimate"] = out["proxy_s"] / row["estimate_s"]
         out["estimators"] = est["estimators"]
+        if "reward_s" in est:  # the true reward timed by the estimators run itself, next to the estimates
+            out["reward_over_estimate"] = est["reward_s"] / row["estimate_s"]
+        # every search (one per --estimators name): each feature's and estimator's Spearman on its own
+        # held-out policy batches, so that one search's luck is not the figure
+        runs = [json.loads((RESULTS / f"estimators_{n}.json").read_text()) for n in args.estimators]
+        searches: dict[str, Any] = {}
+        for feature in runs[0].get("features", {"default": runs[0]["estimators"]}):
+            for name in runs[0]["estimators"]:
+                rho = [r.get("features", {}).get(feature, {}).get(name, {}).get("spearman", float("nan"))
+                       for r in runs]  # fmt: skip
+                searches.setdefault(feature, {})[name] = {"spearman": rho, "mean": float(np.mean(rho))}
+        out["estimator_searches"] = {
+            "seeds": [r.get("search_seed", SEED) for r in runs],
+            "features": searches,
+        }
     out["families"] = {}
     batches = {b["name"]: b["family"] for b in load_batches()}
     px = proxy_values(args.proxy)
@@ -642,6 +735,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("reference")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS),
+                   help="training seeds common to every batch (the reference averages them)")  # fmt: skip
     p.set_defaults(func=cmd_reference)
     p = sub.add_parser("proxy")
     p.add_argument("--name", required=True)
@@ -661,13 +756,18 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--true-every", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--search-seed", type=int, default=SEED, help="seed of the search (choices look at seed 1)"
+    )
     p.set_defaults(func=cmd_estimators)
     p = sub.add_parser("summary")
     p.add_argument("--proxy", required=True)
     p.add_argument("--oracle")
-    p.add_argument("--estimators")
+    p.add_argument("--estimators", nargs="+", help="estimators runs; the first is the one reported")
     p.add_argument("--repeat", help="the same proxy measured with --detector-seed 1 (repeatability)")
     p.add_argument("--estimator", help="report this estimator (default: the best on held-out policy batches)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS),
+                   help="the reference's training seeds (each must have every batch's row)")  # fmt: skip
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("signals")
     p.add_argument("--threads", type=int, default=1)

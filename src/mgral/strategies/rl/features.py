@@ -10,8 +10,10 @@ class composition (pseudo-objects of each class per image, and how much of it fa
 rare in the labeled set), its coverage of embedding clusters (the cluster histogram, its entropy and the
 share of clusters it touches), how far it lies from the labeled images, how redundant it is within
 itself (nearest-neighbour distances between its own images: near-duplicates are close), and its
-uncertainty (detection entropies). A mean embedding, or a cluster histogram over 100 random draws,
-concentrates around the pool's average and hides all of this.
+uncertainty (detection entropies); given groups of near-duplicates (the curve reward's scenes), also the
+number of distinct groups per image and the share of the batch in groups new to the labeled set. A mean
+embedding, or a cluster histogram over 100 random draws, concentrates around the pool's average and hides
+all of this.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class CompositionFeaturizer:
 
     def __init__(self, emb_unlabeled: np.ndarray, emb_labeled: np.ndarray, predictions: list[Prediction],
                  labeled_counts: np.ndarray, *, softmax: bool, threshold: float = 0.5, clusters: int = 16,
-                 seed: int = 0) -> None:  # fmt: skip
+                 seed: int = 0, groups: np.ndarray | None = None,
+                 groups_labeled: np.ndarray | None = None) -> None:  # fmt: skip
         emb_u = np.asarray(emb_unlabeled, np.float64)
         emb_l = np.asarray(emb_labeled, np.float64)
         mu, sd = emb_u.mean(0), emb_u.std(0) + 1e-6
@@ -100,7 +103,18 @@ class CompositionFeaturizer:
             self.to_labeled = NearestNeighbors(n_neighbors=1).fit(low_l).kneighbors(self.low)[0][:, 0]
         else:
             self.to_labeled = np.zeros(len(zu))
-        self.dim = n_classes + self.k + 8
+        # groups of near-duplicates (the curve reward's scenes): how many distinct ones the batch holds, and
+        # how much of it falls in groups the labeled set has none of
+        self.groups = None if groups is None else np.asarray(groups, np.int64)
+        self.group_new = None
+        if self.groups is not None:
+            if len(self.groups) != len(zu):
+                raise ValueError(f"groups has {len(self.groups)} entries for {len(zu)} unlabeled images")
+            held = (
+                np.zeros(int(self.groups.max()) + 1) if groups_labeled is None else np.asarray(groups_labeled)
+            )
+            self.group_new = (held[self.groups] == 0).astype(np.float64)
+        self.dim = n_classes + self.k + 8 + (0 if self.groups is None else 2)
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         pos = np.asarray(positions, np.int64)
@@ -127,6 +141,11 @@ class CompositionFeaturizer:
             *redundancy,  # nearest-neighbour distance inside the batch; share of near-duplicates
             float(self.mean_entropy[pos].mean()),  # uncertainty
         ]
+        if self.groups is not None and self.group_new is not None:
+            scalars += [
+                len(np.unique(self.groups[pos])) / b,
+                float(self.group_new[pos].mean()) if len(pos) else 0.0,
+            ]
         return np.concatenate([comp, hist, scalars])
 
 
