@@ -9,8 +9,9 @@ is done):
     The value of each of about 40 *structured* batches (random, top/bottom entropy, coreset, concentrated
     in one embedding cluster, rich in rare classes, heavy in near-duplicates, rich or poor in objects,
     single-class, and mixtures): the mAP gain of retraining the detector from scratch on labeled + batch
-    with the batch's true labels, over the same training on the labeled images alone, averaged over 2
-    training seeds common to every batch. mAP is measured on the test split (what the figures report) and
+    with the batch's true labels, over the same training on the labeled images alone, averaged over the
+    training seeds common to every batch (``--train-seeds``, default 0 1; ``reward_fidelity.json`` uses
+    0 1 2 3, ``reward_fidelity_2seeds.json`` 0 1). mAP is measured on the test split (what the figures report) and
     on a separate *dev* split generated for this benchmark (what any tuning looks at, so that nothing is
     tuned on the test split). Simulation only: no strategy ever reads it.
 ``proxy --name NAME [--set strategy_params.mgral.KEY=VALUE ...]``
@@ -21,12 +22,13 @@ is done):
     Table records (random batches and batches the policy proposes during a search) with their proxy
     rewards; every estimator is fitted on part of them and scored on held-out *policy* batches; the cost
     of one estimate against one proxy reward.
-``summary --proxy NAME [--oracle NAME] [--estimators NAME]``
-    Spearman correlations with bootstrap 95% intervals; writes ``benchmarks/results/reward_fidelity.json``.
+``summary --proxy NAME [--oracle NAME] [--estimators NAME ...] [--train-seeds S ...]``
+    Spearman correlations with bootstrap 95% intervals, the reference's own reliability and the ceiling it
+    puts on any reward; writes ``benchmarks/results/reward_fidelity.json`` (or ``--out``).
 
-    .venv/bin/python benchmarks/reward_fidelity.py reference --workers 2
+    .venv/bin/python benchmarks/reward_fidelity.py reference --workers 2 --train-seeds 0 1 2 3
     .venv/bin/python benchmarks/reward_fidelity.py proxy --name default
-    .venv/bin/python benchmarks/reward_fidelity.py summary --proxy default
+    .venv/bin/python benchmarks/reward_fidelity.py summary --proxy default --train-seeds 0 1 2 3
 """
 
 from __future__ import annotations
@@ -340,7 +342,7 @@ def proxy_values(name: str, seed: int = 0, split: int = 0) -> dict[str, float]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Quick look (dev split unless --test): Spearman of proxies against the reference on common batches."""
-    ref = reference_values("test" if args.test else "dev", args.metric)
+    ref = reference_values("test" if args.test else "dev", args.metric, tuple(args.train_seeds))
     for name in args.names:
         for seed, split in ((0, 0), (1, 1)):
             px = proxy_values(name, seed, split)
@@ -384,15 +386,16 @@ def cmd_estimators(args: argparse.Namespace) -> None:
             "strategy_params.mgral.polish_swaps=0"]  # fmt: skip
     options = mgral_options(sets)
     strategy = MgralStrategy(options)
-    seen: list[np.ndarray] = []  # every batch the search featurizes, in order: the records' batches
+    seen: list[tuple[np.ndarray, np.ndarray]] = []  # every batch the search featurizes, and its feature
     featurizer = strategy.featurizer
 
     def keeping(*a: Any, **k: Any) -> Any:
         inner = featurizer(*a, **k)
 
         def feature(positions: np.ndarray) -> np.ndarray:
-            seen.append(np.asarray(positions, np.int64).copy())
-            return inner(positions)
+            value = inner(positions)
+            seen.append((np.asarray(positions, np.int64).copy(), value))
+            return value
 
         return feature
 
@@ -408,7 +411,15 @@ def cmd_estimators(args: argparse.Namespace) -> None:
     sel = strategy.select(ctx, BUDGET)
     search_s = time.perf_counter() - t0
     records = Records.from_state(StrategyState(store, "s").get("records"))
-    positions = seen[: len(records)]
+    # the records' batches: records are added in the order of their features (an iteration whose reward
+    # was estimated featurizes a batch without recording it)
+    positions: list[np.ndarray] = []
+    k = 0
+    for feature in records.features:
+        while not np.array_equal(seen[k][1], feature):
+            k += 1
+        positions.append(seen[k][0])
+        k += 1
     torch.save({"records": records.state_dict(), "positions": [p.tolist() for p in positions]},
                RESULTS / f"records_{args.name}.pt")  # before scoring: kept if it fails  # fmt: skip
     kinds = np.array(records.kinds)
@@ -682,9 +693,10 @@ def cmd_summary(args: argparse.Namespace) -> None:
         out["families"][fam] = {"reference": float(np.mean([ref[n] for n in members])),
                                 "proxy": float(np.mean([px[n] for n in members if n in px]))}  # fmt: skip
     out["proxy_name"], out["oracle_name"], out["estimators_name"] = args.proxy, args.oracle, args.estimators
-    path = Path("benchmarks/results/reward_fidelity.json")
+    path = Path(args.out)
     path.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in out.items() if k not in ("estimators", "families")}, indent=1))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("estimators", "families", "estimator_searches")},
+                     indent=1))  # fmt: skip
 
 
 def cmd_polished(args: argparse.Namespace) -> None:
@@ -768,6 +780,7 @@ def main() -> None:
     p.add_argument("--estimator", help="report this estimator (default: the best on held-out policy batches)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS),
                    help="the reference's training seeds (each must have every batch's row)")  # fmt: skip
+    p.add_argument("--out", default="benchmarks/results/reward_fidelity.json")
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("signals")
     p.add_argument("--threads", type=int, default=1)
@@ -782,6 +795,7 @@ def main() -> None:
     p.add_argument("names", nargs="+")
     p.add_argument("--test", action="store_true")
     p.add_argument("--metric", default="voc07")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
     p.set_defaults(func=cmd_compare)
     args = ap.parse_args()
     args.func(args)
