@@ -238,8 +238,8 @@ class MgralStrategy(Strategy):
         if opts.feature == "histogram":
             return HistogramFeaturizer(emb, opts.clusters, ctx.seed)
         # pseudo-objects counted as the reward counts them: on the curve reward's own policy batches this
-        # threshold took ridge from 0.65 to 0.76 and the GP from 0.57 to 0.80 (search seed 1,
-        # benchmarks/reward_fidelity.py estimators; docs/design.md "The look-up table")
+        # threshold raised ridge's Spearman from 0.41 to 0.52 and the GP's from 0.25 to 0.49 (means over five
+        # searches, chosen on one; benchmarks/reward_fidelity.py estimators, docs/design.md "The look-up table")
         threshold = opts.curve_threshold if opts.proxy == "curve" else opts.pseudo_threshold
         return CompositionFeaturizer(ctx.embeddings_unlabeled, ctx.embeddings_labeled, ctx.predictions,
                                      labeled_class_counts(ctx), softmax=ctx.softmax, threshold=threshold,
