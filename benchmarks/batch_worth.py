@@ -378,7 +378,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     """The curve reward's knobs (threshold, exponent, radius, duplicate rule) on a grid, each setting's
     mean-within-seed Spearman against the *dev* worth (the choice) and the test worth (reported only);
-    writes ``benchmarks/results/batch_worth_grid.json``."""
+    writes ``benchmarks/results/batch_worth_grid.json`` (or ``--out``)."""
     import itertools
 
     from scipy.stats import spearmanr
@@ -387,9 +387,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
     from mgral.strategies.rl.curve import CurveReward, class_counts
 
     dev, test = worth("dev"), worth("test")
-    grid = list(
-        itertools.product((0.1, 0.2, 0.3, 0.5), (0.25, 0.5, 1.0), (0.2, 0.4, 0.6), ("pairs", "scenes"))
-    )
+    radii = tuple(sorted({*args.radii, MgralOptions().curve_radius}))  # the default's is always scored
+    grid = list(itertools.product((0.1, 0.2, 0.3, 0.5), (0.25, 0.5, 1.0), radii, ("pairs", "scenes")))
     per_seed: dict[int, list[tuple[float, float]]] = {}
     for seed, b in load_batches().items():
         names = [x["name"] for x in b["batches"] if (seed, x["name"]) in dev]
@@ -419,7 +418,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     table.sort(key=lambda x: -x["dev"])
     for x in table[:12]:
-        print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.1f} "
+        print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.2f} "
               f"{x['duplicates']:6s}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
     o = MgralOptions()  # the defaults
     key = (o.curve_threshold, o.curve_exponent, o.curve_radius, o.curve_duplicates)
@@ -428,7 +427,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
         f"the default {key}: dev {default['dev']:+.3f} test {default['test']:+.3f}; "
         f"rank {table.index(default) + 1} of {len(table)} on dev"
     )
-    path = Path("benchmarks/results/batch_worth_grid.json")
+    path = Path(args.out)
     path.write_text(json.dumps(table, indent=1) + "\n")
     print(f"wrote {path}")
 
@@ -444,6 +443,8 @@ if __name__ == "__main__":
     r.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
     r.add_argument("--seeds", type=int, nargs="+", help="only these seeds' batches (default: all)")
     sub.add_parser("score")
-    sub.add_parser("grid")
+    g = sub.add_parser("grid")
+    g.add_argument("--radii", type=float, nargs="+", default=[0.2, 0.4, 0.6])
+    g.add_argument("--out", default="benchmarks/results/batch_worth_grid.json")
     a = ap.parse_args()
     {"build": cmd_build, "reference": cmd_reference, "score": cmd_score, "grid": cmd_grid}[a.cmd](a)

@@ -22,6 +22,9 @@ is done):
     Table records (random batches and batches the policy proposes during a search) with their proxy
     rewards; every estimator is fitted on part of them and scored on held-out *policy* batches; the cost
     of one estimate against one proxy reward.
+``grid [--train-seeds S ...]``
+    The curve reward's threshold, exponent, radius and duplicate rule on a grid, each setting's Spearman
+    against the dev reference (and the test reference, reported only).
 ``summary --proxy NAME [--oracle NAME] [--estimators NAME ...] [--train-seeds S ...]``
     Spearman correlations with bootstrap 95% intervals, the reference's own reliability and the ceiling it
     puts on any reward; writes ``benchmarks/results/reward_fidelity.json`` (or ``--out``).
@@ -362,6 +365,51 @@ def cmd_compare(args: argparse.Namespace) -> None:
                 np.array([a[n] for n in common]), np.array([b[n] for n in common]), n_boot=500
             )
             print(f"{name:28s} repeatability: n={len(common):2d} rho={rho:+.3f} [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    """The curve reward's knobs (threshold, exponent, radius, duplicate rule) on a grid, on this setting's
+    42 structured batches: each setting's Spearman against the *dev* reference (what a choice would look
+    at) and the test reference (reported only), both over ``--train-seeds``; writes
+    ``benchmarks/results/reward_fidelity_grid.json``. Nothing here changes a default."""
+    import itertools
+
+    from scipy.stats import spearmanr
+
+    batches = load_batches()
+    seeds = tuple(args.train_seeds)
+    dev, test = reference_values("dev", "voc07", seeds), reference_values("test", "voc07", seeds)
+    names = [b["name"] for b in batches if b["name"] in dev]
+    idx = {b["name"]: np.asarray(b["indices"]) for b in batches}
+    st = setting(threads=args.threads)
+    grid = list(
+        itertools.product((0.2, 0.3, 0.4, 0.5), (0.25, 0.5, 1.0), (0.3, 0.4, 0.5), ("pairs", "scenes"))
+    )
+    table = []
+    for t, a, r, rule in grid:
+        options = mgral_options([f"strategy_params.mgral.curve_threshold={t}",
+                                 f"strategy_params.mgral.curve_exponent={a}",
+                                 f"strategy_params.mgral.curve_radius={r}",
+                                 f"strategy_params.mgral.curve_duplicates={rule}"])  # fmt: skip
+        reward = make_reward(st, options, 0, 0)
+        v = [reward(idx[n]) for n in names]
+        table.append({"threshold": t, "exponent": a, "radius": r, "duplicates": rule,
+                      "dev": float(spearmanr(v, [dev[n] for n in names]).statistic),
+                      "test": float(spearmanr(v, [test[n] for n in names]).statistic)})  # fmt: skip
+    table.sort(key=lambda x: -x["dev"])
+    for x in table[:12]:
+        print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.1f} "
+              f"{x['duplicates']:6s}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
+    o = mgral_options([])
+    key = (o.curve_threshold, o.curve_exponent, o.curve_radius, o.curve_duplicates)
+    default = next(x for x in table if (x["threshold"], x["exponent"], x["radius"], x["duplicates"]) == key)
+    print(f"the default {key}: dev {default['dev']:+.3f} test {default['test']:+.3f}; "
+          f"rank {table.index(default) + 1} of {len(table)} on dev")  # fmt: skip
+    path = Path("benchmarks/results/reward_fidelity_grid.json")
+    path.write_text(
+        json.dumps({"train_seeds": list(seeds), "n_batches": len(names), "grid": table}, indent=1) + "\n"
+    )
+    print(f"wrote {path}")
 
 
 # ------------------------------------------------------------------------------------------ estimators
@@ -791,6 +839,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_polished)
+    p = sub.add_parser("grid")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_grid)
     p = sub.add_parser("compare")
     p.add_argument("names", nargs="+")
     p.add_argument("--test", action="store_true")
