@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import curve_grid  # noqa: E402
 from strategy_batches import cycle0  # noqa: E402
 
 RESULTS = Path("benchmarks/results/batch_worth")
@@ -379,16 +380,13 @@ def cmd_grid(args: argparse.Namespace) -> None:
     """The curve reward's knobs (threshold, exponent, radius, duplicate rule) on a grid, each setting's
     mean-within-seed Spearman against the *dev* worth (the choice) and the test worth (reported only);
     writes ``benchmarks/results/batch_worth_grid.json`` (or ``--out``)."""
-    import itertools
-
     from scipy.stats import spearmanr
 
     from mgral.strategies.rl.agent import MgralOptions
     from mgral.strategies.rl.curve import CurveReward, class_counts
 
     dev, test = worth("dev"), worth("test")
-    radii = tuple(sorted({*args.radii, MgralOptions().curve_radius}))  # the default's is always scored
-    grid = list(itertools.product((0.1, 0.2, 0.3, 0.5), (0.25, 0.5, 1.0), radii, ("pairs", "scenes")))
+    grid = curve_grid.settings(tuple(args.radii))
     per_seed: dict[int, list[tuple[float, float]]] = {}
     for seed, b in load_batches().items():
         names = [x["name"] for x in b["batches"] if (seed, x["name"]) in dev]
@@ -416,20 +414,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
          "test": float(np.mean([per_seed[s][k][1] for s in per_seed]))}
         for k, (t, a, r, rule) in enumerate(grid)
     ]  # fmt: skip
-    table.sort(key=lambda x: -x["dev"])
-    for x in table[:12]:
-        print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.2f} "
-              f"{x['duplicates']:6s}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
-    o = MgralOptions()  # the defaults
-    key = (o.curve_threshold, o.curve_exponent, o.curve_radius, o.curve_duplicates)
-    default = next(x for x in table if (x["threshold"], x["exponent"], x["radius"], x["duplicates"]) == key)
-    print(
-        f"the default {key}: dev {default['dev']:+.3f} test {default['test']:+.3f}; "
-        f"rank {table.index(default) + 1} of {len(table)} on dev"
-    )
-    path = Path(args.out)
-    path.write_text(json.dumps(table, indent=1) + "\n")
-    print(f"wrote {path}")
+    curve_grid.report(table, Path(args.out))
 
 
 if __name__ == "__main__":

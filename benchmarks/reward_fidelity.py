@@ -39,12 +39,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import curve_grid  # noqa: E402
 
 RESULTS = Path("benchmarks/results/reward_fidelity")
 LABELED, BUDGET, SEED, REF_SEEDS = 100, 100, 0, (0, 1)
@@ -372,8 +376,6 @@ def cmd_grid(args: argparse.Namespace) -> None:
     42 structured batches: each setting's Spearman against the *dev* reference (what a choice would look
     at) and the test reference (reported only), both over ``--train-seeds``; writes
     ``benchmarks/results/reward_fidelity_grid.json``. Nothing here changes a default."""
-    import itertools
-
     from scipy.stats import spearmanr
 
     batches = load_batches()
@@ -382,9 +384,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
     names = [b["name"] for b in batches if b["name"] in dev]
     idx = {b["name"]: np.asarray(b["indices"]) for b in batches}
     st = setting(threads=args.threads)
-    grid = list(
-        itertools.product((0.2, 0.3, 0.4, 0.5), (0.25, 0.5, 1.0), (0.3, 0.4, 0.5), ("pairs", "scenes"))
-    )
+    grid = curve_grid.settings((0.3, 0.5), thresholds=(0.2, 0.3, 0.4, 0.5))
     table = []
     for t, a, r, rule in grid:
         options = mgral_options([f"strategy_params.mgral.curve_threshold={t}",
@@ -396,20 +396,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
         table.append({"threshold": t, "exponent": a, "radius": r, "duplicates": rule,
                       "dev": float(spearmanr(v, [dev[n] for n in names]).statistic),
                       "test": float(spearmanr(v, [test[n] for n in names]).statistic)})  # fmt: skip
-    table.sort(key=lambda x: -x["dev"])
-    for x in table[:12]:
-        print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.1f} "
-              f"{x['duplicates']:6s}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
-    o = mgral_options([])
-    key = (o.curve_threshold, o.curve_exponent, o.curve_radius, o.curve_duplicates)
-    default = next(x for x in table if (x["threshold"], x["exponent"], x["radius"], x["duplicates"]) == key)
-    print(f"the default {key}: dev {default['dev']:+.3f} test {default['test']:+.3f}; "
-          f"rank {table.index(default) + 1} of {len(table)} on dev")  # fmt: skip
-    path = Path("benchmarks/results/reward_fidelity_grid.json")
-    path.write_text(
-        json.dumps({"train_seeds": list(seeds), "n_batches": len(names), "grid": table}, indent=1) + "\n"
-    )
-    print(f"wrote {path}")
+    curve_grid.report(table, Path("benchmarks/results/reward_fidelity_grid.json"),
+                      {"train_seeds": list(seeds), "n_batches": len(names)})  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ estimators
