@@ -375,7 +375,9 @@ def cmd_grid(args: argparse.Namespace) -> None:
     """The curve reward's knobs (threshold, exponent, radius, duplicate rule) on a grid, on this setting's
     42 structured batches: each setting's Spearman against the *dev* reference (what a choice would look
     at) and the test reference (reported only), both over ``--train-seeds``; writes
-    ``benchmarks/results/reward_fidelity_grid.json``. Nothing here changes a default."""
+    ``benchmarks/results/reward_fidelity_grid.json``. With ``--oracle``, the oracle ablation's knobs (true
+    counts: the threshold plays no part) to ``reward_fidelity_grid_oracle.json``. Nothing here changes a
+    default."""
     from scipy.stats import spearmanr
 
     batches = load_batches()
@@ -384,10 +386,11 @@ def cmd_grid(args: argparse.Namespace) -> None:
     names = [b["name"] for b in batches if b["name"] in dev]
     idx = {b["name"]: np.asarray(b["indices"]) for b in batches}
     st = setting(threads=args.threads)
-    grid = curve_grid.settings((0.3, 0.5), thresholds=(0.2, 0.3, 0.4, 0.5))
+    grid = curve_grid.settings((0.3, 0.5), thresholds=(0.3,) if args.oracle else (0.2, 0.3, 0.4, 0.5))
     table = []
     for t, a, r, rule in grid:
-        options = mgral_options([f"strategy_params.mgral.curve_threshold={t}",
+        options = mgral_options([*(["strategy_params.mgral.reward=oracle"] if args.oracle else []),
+                                 f"strategy_params.mgral.curve_threshold={t}",
                                  f"strategy_params.mgral.curve_exponent={a}",
                                  f"strategy_params.mgral.curve_radius={r}",
                                  f"strategy_params.mgral.curve_duplicates={rule}"])  # fmt: skip
@@ -396,7 +399,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
         table.append({"threshold": t, "exponent": a, "radius": r, "duplicates": rule,
                       "dev": float(spearmanr(v, [dev[n] for n in names]).statistic),
                       "test": float(spearmanr(v, [test[n] for n in names]).statistic)})  # fmt: skip
-    curve_grid.report(table, Path("benchmarks/results/reward_fidelity_grid.json"),
+    name = "reward_fidelity_grid_oracle.json" if args.oracle else "reward_fidelity_grid.json"
+    curve_grid.report(table, Path("benchmarks/results") / name,
                       {"train_seeds": list(seeds), "n_batches": len(names)})  # fmt: skip
 
 
@@ -471,7 +475,7 @@ def cmd_estimators(args: argparse.Namespace) -> None:
     timing = [np.sort(rng.choice(len(pool.unlabeled), BUDGET, replace=False)) for _ in range(200)]
     default = "default"
     variants = {
-        default: featurizer(ctx, np.asarray(ctx.embeddings_unlabeled)),
+        default: featurizer(ctx, np.asarray(ctx.embeddings_unlabeled), strategy.reward(ctx)),
         **feature_variants(strategy, ctx),
     }
     for fname, feat in variants.items():
@@ -511,7 +515,9 @@ def feature_variants(strategy: Any, ctx: Any) -> dict[str, Any]:
     pseudo-objects counted at the pseudo-label threshold (the default before the session of 2026-12-03,
     fourth); counted at the curve reward's threshold (the default with the curve reward since); and that
     with the curve reward's near-duplicate groups (distinct scenes per image, share of the batch in scenes
-    new to the labeled set)."""
+    new to the labeled set); and that with the class composition discounted by the groups, as the reward
+    counts objects (``discount``). These count pseudo-objects per image (``per_image``); the ``totals``
+    variants count them in the batch, as the default since the session of 2026-12-03, fifth."""
     from mgral.strategies.rl.agent import labeled_class_counts
     from mgral.strategies.rl.features import CompositionFeaturizer
 
@@ -521,12 +527,25 @@ def feature_variants(strategy: Any, ctx: Any) -> dict[str, Any]:
     common = {"softmax": ctx.softmax, "clusters": opts.clusters, "seed": ctx.seed}
     args = (ctx.embeddings_unlabeled, ctx.embeddings_labeled, ctx.predictions, labeled_class_counts(ctx))
     out = {
-        "composition": CompositionFeaturizer(*args, threshold=opts.pseudo_threshold, **common),
-        "composition-curve": CompositionFeaturizer(*args, threshold=opts.curve_threshold, **common),
+        "composition": CompositionFeaturizer(
+            *args, threshold=opts.pseudo_threshold, per_image=True, **common
+        ),
+        "composition-curve": CompositionFeaturizer(
+            *args, threshold=opts.curve_threshold, per_image=True, **common
+        ),
     }
     if scene is not None:
+        groups = {"groups": scene, "groups_labeled": reward.scene_labeled}
         out["composition-curve-scenes"] = CompositionFeaturizer(
-            *args, threshold=opts.curve_threshold, groups=scene, groups_labeled=reward.scene_labeled, **common
+            *args, threshold=opts.curve_threshold, per_image=True, **groups, **common
+        )
+        out["composition-curve-discounted"] = CompositionFeaturizer(
+            *args, threshold=opts.curve_threshold, per_image=True, discount=True, **groups, **common
+        )
+    out["composition-totals"] = CompositionFeaturizer(*args, threshold=opts.curve_threshold, **common)
+    if scene is not None:
+        out["composition-totals-discounted"] = CompositionFeaturizer(
+            *args, threshold=opts.curve_threshold, discount=True, **groups, **common
         )
     return out
 
@@ -559,7 +578,7 @@ def cmd_signals(args: argparse.Namespace) -> None:
     lab_counts = np.bincount(
         np.concatenate([st["view"][int(i)].labels for i in lab]), minlength=pool_ds.num_classes
     )
-    feat = CompositionFeaturizer(inf.embeddings, emb_l, preds, lab_counts, softmax=True)
+    feat = CompositionFeaturizer(inf.embeddings, emb_l, preds, lab_counts, softmax=True, per_image=True)
     idf = feat.idf
     rare = np.argsort(lab_counts, kind="stable")[:2]
     pos_of = {int(i): k for k, i in enumerate(unl)}
@@ -708,6 +727,11 @@ def cmd_summary(args: argparse.Namespace) -> None:
         out["estimators"] = est["estimators"]
         if "reward_s" in est:  # the true reward timed by the estimators run itself, next to the estimates
             out["reward_over_estimate"] = est["reward_s"] / row["estimate_s"]
+        semi = RESULTS / "proxy_semi.jsonl"
+        if semi.is_file():  # the paper's semi-supervised proxy, which the table was made to replace
+            secs = [json.loads(line)["seconds"] for line in semi.read_text().splitlines() if line.strip()]
+            out["semi_proxy_s"] = float(np.mean(secs))
+            out["semi_proxy_over_estimate"] = out["semi_proxy_s"] / row["estimate_s"]
         # every search (one per --estimators name): each feature's and estimator's Spearman on its own
         # held-out policy batches, so that one search's luck is not the figure
         runs = [json.loads((RESULTS / f"estimators_{n}.json").read_text()) for n in args.estimators]
@@ -830,6 +854,7 @@ def main() -> None:
     p = sub.add_parser("grid")
     p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--oracle", action="store_true", help="the oracle ablation's knobs")
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("compare")
     p.add_argument("names", nargs="+")
