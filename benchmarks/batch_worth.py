@@ -400,7 +400,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
         }
         rows = []
         for t, a, r, rule in grid:
-            opts = MgralOptions(curve_threshold=t, curve_exponent=a, curve_radius=r, curve_duplicates=rule)
+            opts = MgralOptions(curve_threshold=t, curve_exponent=a, curve_radius=r, curve_duplicates=rule,
+                                curve_probe=args.probe, curve_probe_share=args.probe_share)  # fmt: skip
             rew = CurveReward(opts.curve_config(), unlabeled=c["unlabeled"], counts=counts[t],
                               labeled_counts=c["labeled_counts"], emb_unlabeled=c["embeddings"],
                               emb_labeled=c["emb_labeled"])  # fmt: skip
@@ -431,5 +432,9 @@ if __name__ == "__main__":
     g = sub.add_parser("grid")
     g.add_argument("--radii", type=float, nargs="+", default=[0.2, 0.4, 0.6])
     g.add_argument("--out", default="benchmarks/results/batch_worth_grid.json")
+    g.add_argument(
+        "--probe", type=float, default=0.0, help="curve_probe of every setting (0: always discount)"
+    )
+    g.add_argument("--probe-share", type=float, default=0.1)
     a = ap.parse_args()
     {"build": cmd_build, "reference": cmd_reference, "score": cmd_score, "grid": cmd_grid}[a.cmd](a)

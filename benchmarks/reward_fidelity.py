@@ -389,7 +389,9 @@ def cmd_grid(args: argparse.Namespace) -> None:
     grid = curve_grid.settings((0.3, 0.5), thresholds=(0.3,) if args.oracle else (0.2, 0.3, 0.4, 0.5))
     table = []
     for t, a, r, rule in grid:
-        options = mgral_options([*(["strategy_params.mgral.reward=oracle"] if args.oracle else []),
+        probe = [f"strategy_params.mgral.curve_probe={args.probe}",
+                 f"strategy_params.mgral.curve_probe_share={args.probe_share}"]  # fmt: skip
+        options = mgral_options([*(["strategy_params.mgral.reward=oracle"] if args.oracle else []), *probe,
                                  f"strategy_params.mgral.curve_threshold={t}",
                                  f"strategy_params.mgral.curve_exponent={a}",
                                  f"strategy_params.mgral.curve_radius={r}",
@@ -400,7 +402,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
                       "dev": float(spearmanr(v, [dev[n] for n in names]).statistic),
                       "test": float(spearmanr(v, [test[n] for n in names]).statistic)})  # fmt: skip
     name = "reward_fidelity_grid_oracle.json" if args.oracle else "reward_fidelity_grid.json"
-    curve_grid.report(table, Path("benchmarks/results") / name,
+    curve_grid.report(table, Path(args.out) if args.out else Path("benchmarks/results") / name,
                       {"train_seeds": list(seeds), "n_batches": len(names)})  # fmt: skip
 
 
@@ -855,6 +857,13 @@ def main() -> None:
     p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--oracle", action="store_true", help="the oracle ablation's knobs")
+    p.add_argument(
+        "--probe", type=float, default=0.0, help="curve_probe of every setting (0: always discount)"
+    )
+    p.add_argument("--probe-share", type=float, default=0.1)
+    p.add_argument(
+        "--out", help="where the grid goes (default: benchmarks/results/reward_fidelity_grid*.json)"
+    )
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("compare")
     p.add_argument("names", nargs="+")

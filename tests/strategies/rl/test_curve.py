@@ -170,3 +170,55 @@ def test_made_by_the_agent_deterministic_and_leak_free(shapes, setting, tmp_path
     )
     assert np.array_equal(oracle.counts, truth)
     assert opts.estimator_name() == "none" and replace(opts, proxy="head").estimator_name() == "kernel"
+
+
+def test_the_probe_turns_the_discount_off_on_data_without_duplicates():
+    """At a radius that joins chance pairs of i.i.d. images, the probe (a smaller radius, which pairs of
+    independent images do not reach and frames of a video do) finds no duplicates in the i.i.d. pool and
+    counts every image in full; on the video pool it keeps the discount. A decision passed in is kept."""
+    rng = np.random.default_rng(0)
+    scenes = rng.normal(size=(60, 64)) * 3
+    video = np.repeat(scenes, 5, axis=0) + rng.normal(size=(300, 64)) * 0.5
+    iid = rng.normal(size=(300, 64)) * 3
+    kw = dict(unlabeled=np.arange(300), counts=np.ones((300, 1)), labeled_counts=np.array([10]))
+    wide = CurveConfig(radius=0.85, duplicates="scenes")
+    assert (CurveReward(wide, **kw, emb_unlabeled=iid).weights(np.arange(300)) < 1).any()  # chance pairs
+    probed = replace(wide, probe=0.3, probe_share=0.1)
+    off = CurveReward(probed, **kw, emb_unlabeled=iid)
+    assert not off.has_duplicates and off.probe_share < 0.1 and off.emb is None
+    assert off.weights(np.arange(300)).tolist() == [1.0] * 300
+    assert off(np.arange(10)) == CurveReward(replace(wide, redundancy=False), **kw)(np.arange(10))
+    on = CurveReward(replace(probed, radius=0.4), **kw, emb_unlabeled=video)
+    assert on.has_duplicates and on.probe_share >= 0.1
+    assert on.weights(np.arange(10)).tolist() == [0.2] * 10
+    kept = CurveReward(replace(probed, radius=0.4), **kw, emb_unlabeled=video, has_duplicates=False)
+    assert kept.weights(np.arange(10)).tolist() == [1.0] * 10
+    for bad in ({"probe": -0.1}, {"probe_share": 1.5}):
+        with pytest.raises(ValueError, match="probe"):
+            replace(probed, **bad)
+
+
+def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path):
+    """The first selection's probe decides whether the data has near-duplicates; the decision lives in the
+    strategy's state (so it survives a resume) and later cycles keep it whatever their embedding."""
+    from types import SimpleNamespace
+
+    from mgral.strategies.base import MemoryStore, StrategyState
+    from mgral.strategies.rl.agent import MgralStrategy
+
+    spec, pool, view, inf, emb_l = setting
+    state = StrategyState(MemoryStore(), "s")
+    ctx = SimpleNamespace(workdir=tmp_path, state=state, training=spec, dataset=view, labeled=pool.labeled,
+                          unlabeled=pool.unlabeled, seed=0, cycle=0, predictions=inf.predictions,
+                          embeddings_unlabeled=inf.embeddings, embeddings_labeled=emb_l, oracle=None,
+                          progress=False)  # fmt: skip
+    strategy = MgralStrategy(MgralOptions())
+    first = strategy.reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(first, CurveReward) and not np.isnan(first.probe_share)
+    assert state.get("curve/has_duplicates") == first.has_duplicates
+    state.put("curve/has_duplicates", not first.has_duplicates)  # as if the first cycle had decided otherwise
+    later = strategy.reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(later, CurveReward) and later.has_duplicates == (not first.has_duplicates)
+    assert (later.emb is not None) == later.has_duplicates
+    never = MgralStrategy(MgralOptions(curve_probe=0.0)).reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(never, CurveReward) and never.has_duplicates and never.emb is not None

@@ -111,6 +111,13 @@ class MgralOptions:
     curve_radius: float = 0.4  # curve: near-duplicate radius, fraction of the median distance of two images
     # curve: an image's duplicates are those within the radius (pairs), or its connected component (scenes)
     curve_duplicates: Literal["pairs", "scenes"] = "scenes"
+    # curve: discount only on data with near-duplicates, i.e. at least curve_probe_share of its images
+    # have another within curve_probe x the median distance (0: always discount); decided on the first
+    # selection, then kept. 0.25 / 0.01 since the session of 2026-12-03 (fifth): over 12 cycle-0 detectors
+    # of the hard shapes the share is at most 0.004, over 10 of the video-like pool at least 0.015
+    # (docs/design.md, "The curve reward")
+    curve_probe: float = 0.25
+    curve_probe_share: float = 0.01
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
@@ -138,7 +145,8 @@ class MgralOptions:
     def curve_config(self) -> CurveConfig:
         return CurveConfig(kind=self.reward, threshold=self.curve_threshold, exponent=self.curve_exponent,
                            calibrate=self.curve_calibrate, redundancy=self.curve_redundancy,
-                           radius=self.curve_radius, duplicates=self.curve_duplicates)  # fmt: skip
+                           radius=self.curve_radius, duplicates=self.curve_duplicates, probe=self.curve_probe,
+                           probe_share=self.curve_probe_share)  # fmt: skip
 
     def reward_config(self) -> RewardConfig:
         return RewardConfig(kind=self.reward, proxy="head" if self.proxy == "curve" else self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations, base_fraction=self.base_fraction,
@@ -165,7 +173,7 @@ def make_reward(
     opts: MgralOptions, spec: TrainingSpec, *, dataset: DetectionDataset, labeled: np.ndarray,
     unlabeled: np.ndarray, seed: int, cycle: int, predictions: list[Prediction], emb_unlabeled: np.ndarray,
     emb_labeled: np.ndarray, workdir: Path | None = None, oracle: DetectionDataset | None = None,
-    progress: bool = False, split_seed: int | None = None,
+    progress: bool = False, split_seed: int | None = None, has_duplicates: bool | None = None,
 ) -> ProxyReward | CurveReward:  # fmt: skip
     """The reward of ``opts.proxy``: a :class:`CurveReward` or a trained :class:`ProxyReward`.
 
@@ -211,7 +219,8 @@ def make_reward(
             else np.zeros((0, c))
         )
     return CurveReward(cfg, unlabeled=unlabeled, counts=counts, labeled_counts=class_totals(dataset, labeled), ap=ap,
-                       emb_unlabeled=emb_unlabeled, emb_labeled=emb_labeled)  # fmt: skip
+                       emb_unlabeled=emb_unlabeled, emb_labeled=emb_labeled,
+                       has_duplicates=has_duplicates)  # fmt: skip
 
 
 @register_strategy
@@ -258,13 +267,21 @@ class MgralStrategy(Strategy):
         return make_estimator(self.options.estimator_name(), self.options.neighbours)
 
     def reward(self, ctx: SelectionContext) -> ProxyReward | CurveReward:
+        """The cycle's reward. With ``curve_probe``, whether the data has near-duplicates is decided by the
+        first selection's probe and kept in the strategy's state: it is a property of the data, and the
+        reward's form should not change between cycles with the detector's embedding."""
         if ctx.workdir is not None:
             make_dir(ctx.workdir)
-        return make_reward(self.options, ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
-                           unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, predictions=ctx.predictions,
-                           emb_unlabeled=ctx.embeddings_unlabeled, emb_labeled=ctx.embeddings_labeled,
-                           workdir=ctx.workdir, oracle=ctx.oracle if self.options.reward == "oracle" else None,
-                           progress=ctx.progress)  # fmt: skip
+        decided = ctx.state.get("curve/has_duplicates") if self.options.curve_probe > 0 else None
+        reward = make_reward(self.options, ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
+                             unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, predictions=ctx.predictions,
+                             emb_unlabeled=ctx.embeddings_unlabeled, emb_labeled=ctx.embeddings_labeled,
+                             workdir=ctx.workdir, oracle=ctx.oracle if self.options.reward == "oracle" else None,
+                             progress=ctx.progress, has_duplicates=decided)  # fmt: skip
+        # the first decision is kept (the probe ran: redundancy on, a pool of more than one image)
+        if isinstance(reward, CurveReward) and not np.isnan(reward.probe_share) and decided is None:
+            ctx.state.put("curve/has_duplicates", bool(reward.has_duplicates))
+        return reward
 
     def presizes(self, ctx: SelectionContext, budget: int) -> list[int]:
         """Sizes of the first selection's extra records: 2b, 3b, ... while they fit in the pool."""
@@ -406,6 +423,14 @@ class MgralStrategy(Strategy):
             "base_map": reward_fn.base_map, "offset": offset, "rewards": [h["reward"] for h in state.history],
             "kinds": kinds, "fidelity": state.fidelity, "setup_s": setup_s, "seconds": time.perf_counter() - t0,
         }  # fmt: skip
+        if isinstance(
+            reward_fn, CurveReward
+        ):  # whether near-duplicates were discounted, and the probe's share
+            share = reward_fn.probe_share
+            info["duplicates"] = {
+                "discounted": reward_fn.emb is not None,
+                "probe_share": None if np.isnan(share) else share,
+            }
         log.info("mgral: cycle %d search done: %d iterations, %d true rewards, %d records", ctx.cycle + 1,
                  opts.iterations, state.true_calls, len(records))  # fmt: skip
         order = np.argsort(-probs[chosen], kind="stable")

@@ -21,7 +21,11 @@ drown that in training noise. This reward computes the mAP change directly:
   number of images of the batch (itself included) and of the labeled set within ``radius`` of it in the
   embedding space (``duplicates=pairs``), or (``duplicates=scenes``) in its *scene*: the connected
   component of the graph that joins two images of the pool or the labeled set within ``radius``, so that
-  frames of one video, which drift step by step beyond any one radius, still count once together.
+  frames of one video, which drift step by step beyond any one radius, still count once together. With
+  ``probe``, the discount applies only to a pool that has near-duplicates: at least ``probe_share`` of its
+  images (of the fixed sample) have another within ``probe`` x the median distance. Below the radius,
+  pairs of i.i.d. images vanish fast and frames of a video do not, so a pool without duplicates is not
+  discounted for the chance pairs that any radius finds in it.
 * reward = ``mean_c [AP_c(n_c + m_c) - AP_c(n_c)]``; an empty batch scores exactly 0.
 
 ``kind=oracle`` counts the batch's true objects instead (simulation only). Nothing here reads the ground
@@ -53,6 +57,10 @@ class CurveConfig:
     redundancy: bool = True  # near-duplicates count once
     radius: float = 0.4  # ... within this fraction of the pool's median distance between two images
     duplicates: Literal["pairs", "scenes"] = "pairs"  # ... of one image, or of its connected component
+    # ... only on a pool that has near-duplicates: at least probe_share of the images have another within
+    # probe x the median distance (0: always). Off by default here; MgralOptions sets the agent's default
+    probe: float = 0.0
+    probe_share: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -63,6 +71,10 @@ class CurveConfig:
             raise ValueError(f"curve radius must be >= 0, got {self.radius}")
         if self.duplicates not in ("pairs", "scenes"):
             raise ValueError(f"curve duplicates must be 'pairs' or 'scenes', got {self.duplicates!r}")
+        if self.probe < 0:
+            raise ValueError(f"curve probe must be >= 0, got {self.probe}")
+        if not 0 <= self.probe_share <= 1:
+            raise ValueError(f"curve probe_share must be in [0, 1], got {self.probe_share}")
 
 
 def class_counts(pred: Prediction, num_classes: int, threshold: float) -> np.ndarray:
@@ -105,13 +117,14 @@ class CurveReward:
 
     counts (float[U, C]): objects per class of each unlabeled image, already calibrated (or true, for the
     oracle); labeled_counts (float[C]); ap (float[C]): current AP per class (zeros: no saturation);
-    emb_unlabeled / emb_labeled: embeddings for the redundancy discount.
+    emb_unlabeled / emb_labeled: embeddings for the redundancy discount; has_duplicates: whether the data has
+    near-duplicates, decided before (``None``: by the probe, or always with ``probe=0``).
     """
 
     def __init__(
         self, cfg: CurveConfig, *, unlabeled: np.ndarray, counts: np.ndarray, labeled_counts: np.ndarray,
         ap: np.ndarray | None = None, emb_unlabeled: np.ndarray | None = None,
-        emb_labeled: np.ndarray | None = None,
+        emb_labeled: np.ndarray | None = None, has_duplicates: bool | None = None,
     ) -> None:  # fmt: skip
         self.cfg = cfg
         self.unlabeled = np.asarray(unlabeled, np.int64)
@@ -125,6 +138,8 @@ class CurveReward:
         self.dup_labeled = np.zeros(len(self.unlabeled))
         self.scene: np.ndarray | None = None  # duplicates=scenes: the component of every unlabeled image
         self.scene_labeled = np.zeros(0)  # ... and the labeled images in each component
+        self.probe_share = float("nan")  # share of the images with a neighbour within the probe radius
+        self.has_duplicates = False  # whether the discount applies (redundancy on, and the probe found some)
         if cfg.redundancy and emb_unlabeled is not None and len(emb_unlabeled) > 1:
             emb = np.asarray(emb_unlabeled, np.float64)
             mu, sd = emb.mean(0), emb.std(0) + 1e-6
@@ -137,13 +152,22 @@ class CurveReward:
             rows = np.random.default_rng(0).permutation(len(self.emb))[:2048]
             sample = self.emb[rows]
             d2 = _sqdist(sample, sample)
-            self.r2 = (cfg.radius * float(np.median(np.sqrt(d2[np.triu_indices(len(rows), 1)])))) ** 2
+            median = float(np.median(np.sqrt(d2[np.triu_indices(len(rows), 1)])))
+            self.r2 = (cfg.radius * median) ** 2
             zl = (
                 (np.asarray(emb_labeled, np.float64) - mu) / sd
                 if emb_labeled is not None and len(emb_labeled)
                 else np.zeros((0, self.emb.shape[1]))
             )
-            if cfg.duplicates == "scenes":
+            self.has_duplicates = True
+            if cfg.probe > 0:
+                self.probe_share = _probe_share(np.concatenate([self.emb, zl]), (cfg.probe * median) ** 2)
+                self.has_duplicates = self.probe_share >= cfg.probe_share
+            if has_duplicates is not None:  # decided before (the first cycle's probe): kept
+                self.has_duplicates = has_duplicates
+            if not self.has_duplicates:  # nothing to discount: every image counts in full
+                self.emb = None
+            elif cfg.duplicates == "scenes":
                 self.scene, self.scene_labeled = _scenes(self.emb, zl, self.r2)
             else:
                 for s in range(0, len(self.emb), 2048):  # chunks bound the memory to 2,048 x L
@@ -174,6 +198,20 @@ class CurveReward:
         a = self.cfg.exponent
         gain = self.headroom * (1.0 - (self.n / (self.n + m)) ** a)
         return float(gain.mean())
+
+
+def _probe_share(z: np.ndarray, r2: float) -> float:
+    """Does the data have near-duplicates at all? The share of a fixed sample of at most 2,048 of its images
+    (unlabeled and labeled together, so that it does not fall as the pool is labeled) with another of the
+    sample closer than ``sqrt(r2)``. On i.i.d. images the pairs within a radius vanish fast below it (the
+    hard shapes: 124 pairs at 0.4, 5 at 0.35, none at 0.3 x the median distance), on the frames of videos
+    they do not (130 at 0.3; ``benchmarks/duplicate_radius.py``)."""
+    if len(z) < 2:
+        return 0.0
+    sample = z[np.random.default_rng(0).permutation(len(z))[:2048]]
+    d2 = _sqdist(sample, sample)
+    np.fill_diagonal(d2, np.inf)
+    return float((d2.min(1) < r2).mean())
 
 
 def _scenes(emb: np.ndarray, emb_labeled: np.ndarray, r2: float) -> tuple[np.ndarray, np.ndarray]:

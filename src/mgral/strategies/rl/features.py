@@ -116,7 +116,7 @@ class CompositionFeaturizer:
         # how much of it falls in groups the labeled set has none of
         self.groups = None if groups is None else np.asarray(groups, np.int64)
         self.group_new = None
-        self.group_held = np.zeros(0)
+        self.group_held: np.ndarray = np.zeros(0)
         if discount and self.groups is None:
             raise ValueError("discount needs the groups of near-duplicates")
         self.discount = discount
