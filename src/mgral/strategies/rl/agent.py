@@ -423,9 +423,8 @@ class MgralStrategy(Strategy):
             "base_map": reward_fn.base_map, "offset": offset, "rewards": [h["reward"] for h in state.history],
             "kinds": kinds, "fidelity": state.fidelity, "setup_s": setup_s, "seconds": time.perf_counter() - t0,
         }  # fmt: skip
-        if isinstance(
-            reward_fn, CurveReward
-        ):  # whether near-duplicates were discounted, and the probe's share
+        # whether near-duplicates were discounted, and the probe's share
+        if isinstance(reward_fn, CurveReward):
             share = reward_fn.probe_share
             info["duplicates"] = {
                 "discounted": reward_fn.emb is not None,

@@ -60,7 +60,7 @@ class CurveConfig:
     # ... only on a pool that has near-duplicates: at least probe_share of the images have another within
     # probe x the median distance (0: always). Off by default here; MgralOptions sets the agent's default
     probe: float = 0.0
-    probe_share: float = 0.05
+    probe_share: float = 0.01
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -182,9 +182,7 @@ class CurveReward:
         if self.emb is None:
             return np.ones(len(pos))
         if self.scene is not None:
-            scene = self.scene[pos]
-            _, inverse, size = np.unique(scene, return_inverse=True, return_counts=True)
-            return 1.0 / (size[inverse] + self.scene_labeled[scene])
+            return scene_weights(self.scene[pos], self.scene_labeled)
         d2 = _sqdist(self.emb[pos], self.emb[pos])
         np.fill_diagonal(d2, np.inf)
         return 1.0 / (1.0 + (d2 < self.r2).sum(1) + self.dup_labeled[pos])
@@ -198,6 +196,14 @@ class CurveReward:
         a = self.cfg.exponent
         gain = self.headroom * (1.0 - (self.n / (self.n + m)) ** a)
         return float(gain.mean())
+
+
+def scene_weights(scenes: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """Each image's share of its scene: 1 / (the batch's images in its scene, itself included, plus the
+    labeled images in it); ``scenes`` (int[B]) are the batch's scene ids, ``labeled`` (float[K]) the labeled
+    images per scene."""
+    _, inverse, size = np.unique(scenes, return_inverse=True, return_counts=True)
+    return 1.0 / (size[inverse] + labeled[scenes])
 
 
 def _probe_share(z: np.ndarray, r2: float) -> float:
@@ -237,4 +243,4 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
 
 
-__all__ = ["CurveConfig", "CurveReward", "class_counts", "precision_recall"]
+__all__ = ["CurveConfig", "CurveReward", "class_counts", "precision_recall", "scene_weights"]
