@@ -432,9 +432,6 @@ if __name__ == "__main__":
     g = sub.add_parser("grid")
     g.add_argument("--radii", type=float, nargs="+", default=[0.2, 0.4, 0.6])
     g.add_argument("--out", default="benchmarks/results/batch_worth_grid.json")
-    g.add_argument(
-        "--probe", type=float, default=0.0, help="curve_probe of every setting (0: always discount)"
-    )
-    g.add_argument("--probe-share", type=float, default=0.1)
+    curve_grid.add_probe_arguments(g)
     a = ap.parse_args()
     {"build": cmd_build, "reference": cmd_reference, "score": cmd_score, "grid": cmd_grid}[a.cmd](a)

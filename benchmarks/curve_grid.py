@@ -35,3 +35,14 @@ def report(table: list[dict[str, Any]], path: Path, payload: dict[str, Any] | No
           f"rank {table.index(default) + 1} of {len(table)} on dev")  # fmt: skip
     path.write_text(json.dumps(table if payload is None else {**payload, "grid": table}, indent=1) + "\n")
     print(f"wrote {path}")
+
+
+def add_probe_arguments(parser: Any) -> None:
+    """``--probe`` / ``--probe-share``: the duplicate probe of every setting of a grid (0: always discount;
+    the share defaults to the agent's)."""
+    from mgral.strategies.rl.agent import MgralOptions
+
+    parser.add_argument(
+        "--probe", type=float, default=0.0, help="curve_probe of every setting (0: always discount)"
+    )
+    parser.add_argument("--probe-share", type=float, default=MgralOptions().curve_probe_share)

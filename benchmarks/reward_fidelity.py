@@ -388,9 +388,9 @@ def cmd_grid(args: argparse.Namespace) -> None:
     st = setting(threads=args.threads)
     grid = curve_grid.settings((0.3, 0.5), thresholds=(0.3,) if args.oracle else (0.2, 0.3, 0.4, 0.5))
     table = []
+    probe = [f"strategy_params.mgral.curve_probe={args.probe}",
+             f"strategy_params.mgral.curve_probe_share={args.probe_share}"]  # fmt: skip
     for t, a, r, rule in grid:
-        probe = [f"strategy_params.mgral.curve_probe={args.probe}",
-                 f"strategy_params.mgral.curve_probe_share={args.probe_share}"]  # fmt: skip
         options = mgral_options([*(["strategy_params.mgral.reward=oracle"] if args.oracle else []), *probe,
                                  f"strategy_params.mgral.curve_threshold={t}",
                                  f"strategy_params.mgral.curve_exponent={a}",
@@ -857,10 +857,7 @@ def main() -> None:
     p.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--oracle", action="store_true", help="the oracle ablation's knobs")
-    p.add_argument(
-        "--probe", type=float, default=0.0, help="curve_probe of every setting (0: always discount)"
-    )
-    p.add_argument("--probe-share", type=float, default=0.1)
+    curve_grid.add_probe_arguments(p)
     p.add_argument(
         "--out", help="where the grid goes (default: benchmarks/results/reward_fidelity_grid*.json)"
     )
