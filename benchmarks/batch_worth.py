@@ -172,7 +172,30 @@ def _done(path: Path) -> set[tuple]:
 
 
 # ------------------------------------------------------------------------------------------ reference
-def _reference_job(job: tuple[int, str, list[int], int, str]) -> dict[str, Any]:
+def reference_file(n_eval: int) -> Path:
+    """The reference's rows: ``reference.jsonl`` for the 300-image splits, ``reference-wide{N}.jsonl`` for
+    splits of N images (``--wide N``), whose first 300 images are the narrow splits."""
+    return RESULTS / ("reference.jsonl" if n_eval == 300 else f"reference-wide{n_eval}.jsonl")
+
+
+def _eval_splits(cfg: Any, run_dir: Path, n_eval: int) -> tuple[Any, Any]:
+    """The dev and test splits of ``n_eval`` images (300: the narrow ones, the run directory's own test)."""
+    from mgral.data.sources import load_run_data
+    from mgral.data.synthetic import make_dataset, spec_for
+    from mgral.utils import derive_seed
+
+    if n_eval == 300:
+        return _dev_dataset(cfg), load_run_data(cfg.data, run_dir / "data")[1]
+    s = cfg.data.synthetic
+    spec = spec_for(s.difficulty, **s.options)
+    dev = make_dataset(s.generator, n_eval, derive_seed(s.seed, "dev"), RESULTS / f"data/dev{n_eval}", spec)
+    test = make_dataset(
+        s.generator, n_eval, derive_seed(s.seed, "test"), run_dir / f"data/test{n_eval}", spec
+    )
+    return dev, test
+
+
+def _reference_job(job: tuple[int, str, list[int], int, str, int]) -> dict[str, Any]:
     import torch
 
     from mgral.data.sources import load_run_data
@@ -181,11 +204,11 @@ def _reference_job(job: tuple[int, str, list[int], int, str]) -> dict[str, Any]:
     from mgral.training.supervised import train_supervised
     from mgral.utils import derive_seed
 
-    seed, name, indices, s, run_dir = job
+    seed, name, indices, s, run_dir, n_eval = job
     torch.set_num_threads(1)
     cfg = _cfg()
-    ds, test = load_run_data(cfg.data, Path(run_dir) / "data")
-    dev = _dev_dataset(cfg)
+    ds, _ = load_run_data(cfg.data, Path(run_dir) / "data")
+    dev, test = _eval_splits(cfg, Path(run_dir), n_eval)
     det = Detector(cfg.detector, ds.num_classes, seed=derive_seed(seed, s, "worth-init"))
     t0 = time.perf_counter()
     train_supervised(det, ds, np.sort(np.asarray(indices, np.int64)), cfg.train,
@@ -193,12 +216,15 @@ def _reference_job(job: tuple[int, str, list[int], int, str]) -> dict[str, Any]:
     row: dict[str, Any] = {"seed": seed, "name": name, "train_seed": s, "train_s": time.perf_counter() - t0}
     for split, d in (("dev", dev), ("test", test)):
         idx = np.arange(len(d))
-        row[split] = evaluate_voc_dataset(d, idx, det.predict(d, idx, progress=False), use_07=True)["mAP"]
+        preds = det.predict(d, idx, progress=False)
+        row[split] = evaluate_voc_dataset(d, idx, preds, use_07=True)["mAP"]
+        if n_eval != 300:  # the narrow split, the same images: the rows of reference.jsonl again
+            row[f"{split}300"] = evaluate_voc_dataset(d, idx[:300], preds[:300], use_07=True)["mAP"]
     return row
 
 
 def cmd_reference(args: argparse.Namespace) -> None:
-    out = RESULTS / "reference.jsonl"
+    out = reference_file(args.wide)
     done = _done(out)
     jobs = []
     for seed, b in load_batches().items():
@@ -206,10 +232,11 @@ def cmd_reference(args: argparse.Namespace) -> None:
             continue
         lab = b["labeled"]
         for batch in [{"name": "control", "indices": []}, *b["batches"]]:
-            jobs += [(seed, batch["name"], lab + batch["indices"], s, b["dir"]) for s in args.train_seeds
+            jobs += [(seed, batch["name"], lab + batch["indices"], s, b["dir"], args.wide) for s in args.train_seeds
                      if (seed, batch["name"], s) not in done]  # fmt: skip
     print(f"{len(jobs)} trainings to run", flush=True)
-    _dev_dataset(_cfg())  # generated once, before the workers read it
+    for b in load_batches().values():  # generated once, before the workers read them
+        _eval_splits(_cfg(), Path(b["dir"]), args.wide)
     with ProcessPoolExecutor(args.workers) as ex:
         for k, row in enumerate(ex.map(_reference_job, jobs), 1):
             with out.open("a") as fh:
@@ -220,11 +247,11 @@ def cmd_reference(args: argparse.Namespace) -> None:
                   f"{row['dev']:.4f} test {row['test']:.4f} ({row['train_s']:.0f}s)", flush=True)  # fmt: skip
 
 
-def worth(split: str) -> dict[tuple[int, str], float]:
+def worth(split: str, n_eval: int = 300) -> dict[tuple[int, str], float]:
     """(seed, batch) -> mean over training seeds of mAP(labeled + batch) - mAP(labeled), on ``split``. A
     seed's batches all use the training seeds its control has (at least 2); a batch missing one is left
     out until its rows are there."""
-    by = _by_training_seed(split)
+    by = _by_training_seed(split, n_eval)
     out = {}
     for (seed, name), v in by.items():
         ctrl = by.get((seed, "control"), {})
@@ -233,15 +260,15 @@ def worth(split: str) -> dict[tuple[int, str], float]:
     return out
 
 
-def _by_training_seed(split: str) -> dict[tuple[int, str], dict[int, float]]:
-    rows = [json.loads(x) for x in (RESULTS / "reference.jsonl").read_text().splitlines() if x.strip()]
+def _by_training_seed(split: str, n_eval: int = 300) -> dict[tuple[int, str], dict[int, float]]:
+    rows = [json.loads(x) for x in reference_file(n_eval).read_text().splitlines() if x.strip()]
     by: dict[tuple[int, str], dict[int, float]] = {}
     for r in rows:
         by.setdefault((r["seed"], r["name"]), {})[r["train_seed"]] = r[split]
     return by
 
 
-def repeatability(split: str) -> dict[str, Any]:
+def repeatability(split: str, n_eval: int = 300) -> dict[str, Any]:
     """How far the reference agrees with itself: per seed, the mean over pairs of training seeds of
     Spearman between the worths one training seed gives; the Spearman-Brown reliability of the mean of k
     training seeds, r_k = k r / (1 + (k - 1) r); and sqrt(r_k), about the highest Spearman any reward can
@@ -250,7 +277,7 @@ def repeatability(split: str) -> dict[str, Any]:
 
     from scipy.stats import spearmanr
 
-    by, out = _by_training_seed(split), {}
+    by, out = _by_training_seed(split, n_eval), {}
     for seed in sorted({s for s, _ in by}):
         ctrl = by[(seed, "control")]
         names = [n for (s, n) in by if s == seed and n != "control" and set(ctrl) <= set(by[(s, n)])]
@@ -332,7 +359,7 @@ def _mean_spearman(
 def cmd_score(args: argparse.Namespace) -> None:
     from scipy.stats import spearmanr
 
-    dev, test = worth("dev"), worth("test")
+    dev, test = worth("dev", args.wide), worth("test", args.wide)
     result: dict[str, Any] = {"seeds": {}, "spearman": {}}
     table: dict[int, dict[str, dict[str, float]]] = {}
     for seed, b in load_batches().items():
@@ -360,7 +387,7 @@ def cmd_score(args: argparse.Namespace) -> None:
                 f"  {n:28s} dev {r['dev']:+.4f} test {r['test']:+.4f} curve-scenes {r['curve-scenes']:.4f} "
                 f"facility {r['facility-gain']:.3f} scenes {r['scenes']:.0f} objects {r['predicted-objects']:.0f}"
             )
-    result["repeatability"] = {split: repeatability(split) for split in ("dev", "test")}
+    result["repeatability"] = {split: repeatability(split, args.wide) for split in ("dev", "test")}
     for split, per in result["repeatability"].items():
         for seed, r in per.items():
             print(
@@ -371,7 +398,10 @@ def cmd_score(args: argparse.Namespace) -> None:
                                                      [v["test"] for v in rows.values()]).statistic
                                            for rows in result["seeds"].values()]))  # fmt: skip
     print(f"dev worth against test worth (mean over seeds): {result['dev_vs_test']:+.2f}")
-    path = Path("benchmarks/results/batch_worth.json")
+    path = Path(
+        "benchmarks/results/"
+        + ("batch_worth.json" if args.wide == 300 else f"batch_worth_wide{args.wide}.json")
+    )
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
 
@@ -385,8 +415,15 @@ def cmd_grid(args: argparse.Namespace) -> None:
     from mgral.strategies.rl.agent import MgralOptions
     from mgral.strategies.rl.curve import CurveReward, class_counts
 
-    dev, test = worth("dev"), worth("test")
-    grid = curve_grid.settings(tuple(args.radii))
+    dev, test = worth("dev", args.wide), worth("test", args.wide)
+    # the scene rule once more for every --scene-correlations rho (None: an image's share of its scene)
+    grid = [(*x, None) for x in curve_grid.settings(tuple(args.radii))]
+    grid += [
+        (t, a, r, rule, rho)
+        for t, a, r, rule, _ in grid
+        if rule == "scenes"
+        for rho in args.scene_correlations
+    ]
     per_seed: dict[int, list[tuple[float, float]]] = {}
     for seed, b in load_batches().items():
         names = [x["name"] for x in b["batches"] if (seed, x["name"]) in dev]
@@ -399,9 +436,10 @@ def cmd_grid(args: argparse.Namespace) -> None:
             t: np.stack([class_counts(p, n_cls, t) for p in c["predictions"]]) for t in (0.1, 0.2, 0.3, 0.5)
         }
         rows = []
-        for t, a, r, rule in grid:
+        for t, a, r, rule, rho in grid:
             opts = MgralOptions(curve_threshold=t, curve_exponent=a, curve_radius=r, curve_duplicates=rule,
-                                curve_probe=args.probe, curve_probe_share=args.probe_share)  # fmt: skip
+                                curve_probe=args.probe, curve_probe_share=args.probe_share,
+                                curve_scene_correlation=rho)  # fmt: skip
             rew = CurveReward(opts.curve_config(), unlabeled=c["unlabeled"], counts=counts[t],
                               labeled_counts=c["labeled_counts"], emb_unlabeled=c["embeddings"],
                               emb_labeled=c["emb_labeled"])  # fmt: skip
@@ -411,9 +449,10 @@ def cmd_grid(args: argparse.Namespace) -> None:
         per_seed[seed] = rows
     table = [
         {"threshold": t, "exponent": a, "radius": r, "duplicates": rule,
+         **({} if rho is None else {"scene_correlation": rho}),
          "dev": float(np.mean([per_seed[s][k][0] for s in per_seed])),
          "test": float(np.mean([per_seed[s][k][1] for s in per_seed]))}
-        for k, (t, a, r, rule) in enumerate(grid)
+        for k, (t, a, r, rule, rho) in enumerate(grid)
     ]  # fmt: skip
     curve_grid.report(table, Path(args.out))
 
@@ -428,10 +467,20 @@ if __name__ == "__main__":
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--train-seeds", type=int, nargs="+", default=list(REF_SEEDS))
     r.add_argument("--seeds", type=int, nargs="+", help="only these seeds' batches (default: all)")
-    sub.add_parser("score")
+    sc = sub.add_parser("score")
     g = sub.add_parser("grid")
     g.add_argument("--radii", type=float, nargs="+", default=[0.2, 0.4, 0.6])
     g.add_argument("--out", default="benchmarks/results/batch_worth_grid.json")
+    g.add_argument("--scene-correlations", type=float, nargs="*", default=[],
+                   help="the scene rule again with curve_scene_correlation = each of these")  # fmt: skip
     curve_grid.add_probe_arguments(g)
+    for p in (r, sc, g):
+        p.add_argument(
+            "--wide",
+            type=int,
+            default=300,
+            metavar="N",
+            help="dev and test splits of N images (300: the narrow ones; their first 300 images)",
+        )
     a = ap.parse_args()
     {"build": cmd_build, "reference": cmd_reference, "score": cmd_score, "grid": cmd_grid}[a.cmd](a)

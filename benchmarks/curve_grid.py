@@ -26,11 +26,16 @@ def report(table: list[dict[str, Any]], path: Path, payload: dict[str, Any] | No
 
     table.sort(key=lambda x: -x["dev"])
     for x in table[:12]:
+        rho = "" if x.get("scene_correlation") is None else f" rho {x['scene_correlation']:.2f}"
         print(f"threshold {x['threshold']:.1f} exponent {x['exponent']:.2f} radius {x['radius']:.2f} "
-              f"{x['duplicates']:6s}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
+              f"{x['duplicates']:6s}{rho}: dev {x['dev']:+.3f} test {x['test']:+.3f}")  # fmt: skip
     o = MgralOptions()
-    key = (o.curve_threshold, o.curve_exponent, o.curve_radius, o.curve_duplicates)
-    default = next(x for x in table if (x["threshold"], x["exponent"], x["radius"], x["duplicates"]) == key)
+    key = (o.curve_threshold, o.curve_exponent, o.curve_radius, o.curve_duplicates, o.curve_scene_correlation)
+    default = next(
+        x
+        for x in table
+        if (x["threshold"], x["exponent"], x["radius"], x["duplicates"], x.get("scene_correlation")) == key
+    )
     print(f"the default {key}: dev {default['dev']:+.3f} test {default['test']:+.3f}; "
           f"rank {table.index(default) + 1} of {len(table)} on dev")  # fmt: skip
     path.write_text(json.dumps(table if payload is None else {**payload, "grid": table}, indent=1) + "\n")

@@ -16,7 +16,7 @@ from mgral.data.structures import Prediction
 from mgral.detectors.detector import Detector
 from mgral.strategies.base import TrainingSpec, pool_view
 from mgral.strategies.rl.agent import MgralOptions, make_reward
-from mgral.strategies.rl.curve import CurveConfig, CurveReward, class_counts, precision_recall
+from mgral.strategies.rl.curve import CurveConfig, CurveReward, class_counts, precision_recall, scene_weights
 from mgral.training.supervised import train_supervised
 from tests.conftest import TINY_DET, TINY_TRAIN
 
@@ -112,6 +112,33 @@ def test_scenes_join_a_drifting_video_that_no_radius_pair_joins():
     assert labeled(np.array([])) == 0.0
     with pytest.raises(ValueError, match="duplicates"):
         CurveConfig(duplicates="frames")  # type: ignore[arg-type]
+
+
+def test_scene_correlation_counts_a_scene_by_its_effective_number_of_images():
+    """Scene 0 holds 2 of the batch's frames and no labeled one, scene 1 one frame and 1 labeled, scene 2
+    three frames and 2 labeled. With frames equicorrelated at rho, n frames are worth n / (1 + (n - 1) rho)
+    images, and a scene's batch frames share what they add to the labeled ones, by hand at rho = 0.5:
+    scene 0 (2 / 1.5) / 2, scene 1 (4/3 - 1), scene 2 (5/3 - 4/3) / 3."""
+    scenes, labeled = np.array([0, 0, 1, 2, 2, 2]), np.array([0.0, 1.0, 2.0])
+    assert scene_weights(scenes, labeled).tolist() == [0.5, 0.5, 0.5, 0.2, 0.2, 0.2]  # the share rule
+    np.testing.assert_allclose(
+        scene_weights(scenes, labeled, 0.5), [2 / 3, 2 / 3, 1 / 3, 1 / 9, 1 / 9, 1 / 9]
+    )
+    assert scene_weights(scenes, labeled, 0.0).tolist() == [1.0] * 6  # independent frames: no discount
+    assert scene_weights(scenes, labeled, 1.0).tolist() == [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]  # one image a scene
+    w = [scene_weights(scenes, labeled, r) for r in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert all((a >= b - 1e-12).all() for a, b in zip(w, w[1:]))  # more correlation, less worth
+    emb = np.repeat(np.arange(4.0)[:, None] * 100.0, 3, axis=0) + np.tile([[0.0], [0.1], [0.2]], (4, 1))
+    kw = dict(
+        unlabeled=np.arange(12), counts=np.ones((12, 1)), labeled_counts=np.array([3]), emb_unlabeled=emb
+    )
+    cfg = CurveConfig(exponent=1.0, duplicates="scenes", radius=0.1)
+    share, rho = CurveReward(cfg, **kw), CurveReward(replace(cfg, scene_correlation=0.5), **kw)
+    assert len(np.unique(share.scene)) == 4  # four scenes of three frames
+    np.testing.assert_allclose(rho.weights(np.array([0, 1, 3])), [2 / 3, 2 / 3, 1.0])
+    assert rho(np.array([0, 1, 3])) > share(np.array([0, 1, 3]))  # a second frame is worth more than 1/2
+    with pytest.raises(ValueError, match="scene_correlation"):
+        CurveConfig(scene_correlation=1.5)
 
 
 def test_class_counts_and_precision_recall_by_hand(shapes):

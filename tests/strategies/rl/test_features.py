@@ -123,6 +123,14 @@ def test_discounted_composition_is_the_curve_rewards_object_count():
                                  groups=reward.scene, groups_labeled=reward.scene_labeled, discount=True)  # fmt: skip
     batch = np.array([0, 1, 2, 5, 9, 20, 21, 33])
     np.testing.assert_allclose(feat(batch)[-N_CLASSES:], reward.weights(batch) @ plain.counts[batch])
+    rho = CurveReward(CurveConfig(duplicates="scenes", scene_correlation=0.5), unlabeled=np.arange(40),
+                      counts=plain.counts, labeled_counts=np.array([5, 1, 0]), emb_unlabeled=emb_u,
+                      emb_labeled=emb_l)  # fmt: skip
+    feat_rho = CompositionFeaturizer(emb_u, emb_l, preds, np.array([5, 1, 0]), softmax=True, threshold=0.3,
+                                     groups=rho.scene, groups_labeled=rho.scene_labeled, discount=True,
+                                     correlation=0.5)  # fmt: skip
+    np.testing.assert_allclose(feat_rho(batch)[-N_CLASSES:], rho.weights(batch) @ plain.counts[batch])
+    assert not np.allclose(rho.weights(batch), reward.weights(batch))  # the two rules differ on this batch
 
 
 def test_the_agent_counts_scenes_once_given_the_curve_reward():
@@ -146,3 +154,8 @@ def test_the_agent_counts_scenes_once_given_the_curve_reward():
     assert curve.discount and curve.groups is not None
     np.testing.assert_array_equal(curve.groups, reward.scene)
     assert not head.discount and head.groups is None  # a trained proxy has no scenes to count
+    assert curve.correlation is None
+    rho = MgralStrategy(MgralOptions(proxy="curve", curve_scene_correlation=0.5)).featurizer(
+        Ctx(), emb_u, reward
+    )  # type: ignore[arg-type]
+    assert isinstance(rho, CompositionFeaturizer) and rho.correlation == 0.5  # counted as the reward counts

@@ -118,6 +118,9 @@ class MgralOptions:
     # (docs/design.md, "The curve reward")
     curve_probe: float = 0.25
     curve_probe_share: float = 0.01
+    # curve, duplicates=scenes: None, an image's share of its scene; rho in [0, 1], the scene worth its
+    # effective number of images with frames equicorrelated at rho (curve.scene_weights)
+    curve_scene_correlation: float | None = None
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
@@ -146,7 +149,8 @@ class MgralOptions:
         return CurveConfig(kind=self.reward, threshold=self.curve_threshold, exponent=self.curve_exponent,
                            calibrate=self.curve_calibrate, redundancy=self.curve_redundancy,
                            radius=self.curve_radius, duplicates=self.curve_duplicates, probe=self.curve_probe,
-                           probe_share=self.curve_probe_share)  # fmt: skip
+                           probe_share=self.curve_probe_share,
+                           scene_correlation=self.curve_scene_correlation)  # fmt: skip
 
     def reward_config(self) -> RewardConfig:
         return RewardConfig(kind=self.reward, proxy="head" if self.proxy == "curve" else self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations, base_fraction=self.base_fraction,
@@ -258,7 +262,8 @@ class MgralStrategy(Strategy):
         # -> 0.987 (benchmarks/RESULTS.md, session of 2026-12-03, fifth)
         groups: dict[str, Any] = {}
         if opts.proxy == "curve" and isinstance(reward, CurveReward) and reward.scene is not None:
-            groups = {"groups": reward.scene, "groups_labeled": reward.scene_labeled, "discount": True}
+            groups = {"groups": reward.scene, "groups_labeled": reward.scene_labeled, "discount": True,
+                      "correlation": opts.curve_scene_correlation}  # fmt: skip
         return CompositionFeaturizer(ctx.embeddings_unlabeled, ctx.embeddings_labeled, ctx.predictions,
                                      labeled_class_counts(ctx), softmax=ctx.softmax, threshold=threshold,
                                      clusters=opts.clusters, seed=ctx.seed, **groups)  # fmt: skip

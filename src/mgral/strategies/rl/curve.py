@@ -61,6 +61,10 @@ class CurveConfig:
     # probe x the median distance (0: always). Off by default here; MgralOptions sets the agent's default
     probe: float = 0.0
     probe_share: float = 0.01
+    # duplicates=scenes: how much one more frame of a scene brings. None: the scene's share, 1 / (frames of
+    # the batch and the labeled set in it); a number rho in [0, 1]: frames equicorrelated at rho, the scene
+    # worth its effective number of images n / (1 + (n - 1) rho) (0: no discount, 1: one image in all)
+    scene_correlation: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -75,6 +79,8 @@ class CurveConfig:
             raise ValueError(f"curve probe must be >= 0, got {self.probe}")
         if not 0 <= self.probe_share <= 1:
             raise ValueError(f"curve probe_share must be in [0, 1], got {self.probe_share}")
+        if self.scene_correlation is not None and not 0 <= self.scene_correlation <= 1:
+            raise ValueError(f"curve scene_correlation must be in [0, 1], got {self.scene_correlation}")
 
 
 def class_counts(pred: Prediction, num_classes: int, threshold: float) -> np.ndarray:
@@ -182,7 +188,7 @@ class CurveReward:
         if self.emb is None:
             return np.ones(len(pos))
         if self.scene is not None:
-            return scene_weights(self.scene[pos], self.scene_labeled)
+            return scene_weights(self.scene[pos], self.scene_labeled, self.cfg.scene_correlation)
         d2 = _sqdist(self.emb[pos], self.emb[pos])
         np.fill_diagonal(d2, np.inf)
         return 1.0 / (1.0 + (d2 < self.r2).sum(1) + self.dup_labeled[pos])
@@ -198,12 +204,22 @@ class CurveReward:
         return float(gain.mean())
 
 
-def scene_weights(scenes: np.ndarray, labeled: np.ndarray) -> np.ndarray:
-    """Each image's share of its scene: 1 / (the batch's images in its scene, itself included, plus the
-    labeled images in it); ``scenes`` (int[B]) are the batch's scene ids, ``labeled`` (float[K]) the labeled
-    images per scene."""
+def scene_weights(scenes: np.ndarray, labeled: np.ndarray, correlation: float | None = None) -> np.ndarray:
+    """Each image's worth in its scene; ``scenes`` (int[B]) are the batch's scene ids, ``labeled`` (float[K])
+    the labeled images per scene. ``correlation=None``: its share of the scene, 1 / (the batch's k images in
+    its scene, itself included, plus the scene's L labeled images). A number rho: the frames of a scene are
+    equicorrelated at rho, n of them are worth ``n_eff(n) = n / (1 + (n - 1) rho)`` independent images, and
+    the batch's k frames share what they add, ``(n_eff(k + L) - n_eff(L)) / k`` each (rho = 0: 1, no
+    discount; rho = 1: 1 / k in a scene without labeled frames, 0 in one with)."""
     _, inverse, size = np.unique(scenes, return_inverse=True, return_counts=True)
-    return 1.0 / (size[inverse] + labeled[scenes])
+    k, held = size[inverse].astype(np.float64), labeled[scenes]
+    if correlation is None:
+        return 1.0 / (k + held)
+
+    def n_eff(n: np.ndarray) -> np.ndarray:  # n >= 1
+        return n / (1.0 + (n - 1.0) * correlation)
+
+    return (n_eff(k + held) - np.where(held > 0, n_eff(np.maximum(held, 1.0)), 0.0)) / k
 
 
 def _probe_share(z: np.ndarray, r2: float) -> float:

@@ -80,7 +80,8 @@ class CompositionFeaturizer:
     image; labeled_counts (int[C]): ground-truth objects per class in the labeled set; threshold: score of
     a pseudo-object; per_image: the composition per image instead of in the batch; groups /
     groups_labeled: near-duplicate groups of the unlabeled images and the labeled images in each group;
-    discount: the composition once more with each group counted once. Per-image quantities are computed
+    discount: the composition once more with each group counted once (``correlation``: as the curve
+    reward's ``scene_correlation`` counts it, :func:`~.curve.scene_weights`). Per-image quantities are computed
     once; a batch's feature is a handful of sums and one
     ``b x b`` distance matrix in a 16-d PCA space, well under a millisecond for a batch of 100.
     """
@@ -89,7 +90,7 @@ class CompositionFeaturizer:
                  labeled_counts: np.ndarray, *, softmax: bool, threshold: float = 0.5, clusters: int = 16,
                  seed: int = 0, groups: np.ndarray | None = None,
                  groups_labeled: np.ndarray | None = None, discount: bool = False,
-                 per_image: bool = False) -> None:  # fmt: skip
+                 per_image: bool = False, correlation: float | None = None) -> None:  # fmt: skip
         emb_u = np.asarray(emb_unlabeled, np.float64)
         emb_l = np.asarray(emb_labeled, np.float64)
         mu, sd = emb_u.mean(0), emb_u.std(0) + 1e-6
@@ -124,6 +125,7 @@ class CompositionFeaturizer:
         if discount and self.groups is None:
             raise ValueError("discount needs the groups of near-duplicates")
         self.discount = discount
+        self.correlation = correlation
         self.per_image = per_image
         if self.groups is not None:
             if len(self.groups) != len(zu):
@@ -168,7 +170,7 @@ class CompositionFeaturizer:
             ]
         if not self.discount or self.groups is None:
             return np.concatenate([comp, hist, scalars])
-        weight = scene_weights(self.groups[pos], self.group_held)
+        weight = scene_weights(self.groups[pos], self.group_held, self.correlation)
         return np.concatenate([comp, hist, scalars, weight @ self.counts[pos] / norm])
 
 
