@@ -301,6 +301,83 @@ def cmd_variants(args: argparse.Namespace) -> None:
     print(json.dumps({k: out[k] for k in ("a_minus_b", "a_minus_b_last_cycle")}, indent=1))
 
 
+def cmd_composition(args: argparse.Namespace) -> None:
+    """What each strategy labeled, from the generator's truth (a benchmark's read, never a strategy's):
+    per strategy and cycle, the mean over seeds of the labeled set's objects per class, its distinct scenes,
+    and per class the distinct scenes holding one of its objects; and each class's AP difference to
+    ``--against`` (results_per_class.csv). The pool is regenerated under ``--data`` (it is a function of
+    the setting's config)."""
+    import csv
+
+    from mgral.config import load_config
+    from mgral.data.pool import Pool
+    from mgral.data.sources import load_run_data
+    from mgral.data.synthetic import scene_of, spec_for
+    from mgral.utils import rng_for
+
+    preset, run_dir = SETTINGS[args.setting]
+    run_dir = args.dir or run_dir
+    cfg = load_config(preset=preset, overrides=["device=cpu", "progress=false", "data.synthetic.n_test=1"])
+    ds, _ = load_run_data(cfg.data, args.data or f"benchmarks/results/_data-{preset}")
+    s = cfg.data.synthetic
+    frames = spec_for(s.difficulty, **s.options).frames
+    scene = (
+        np.array([scene_of(s.seed, i, frames)[0] for i in range(len(ds))])
+        if frames > 1
+        else np.arange(len(ds))
+    )
+    n_cls = ds.num_classes
+    objects = np.stack([np.bincount(ds[i].labels, minlength=n_cls)[:n_cls] for i in range(len(ds))])
+    picked: dict[tuple[str, int, int], list[int]] = {}
+    with open(Path(run_dir) / "selections.csv") as f:
+        for r in csv.DictReader(f):
+            picked.setdefault((r["strategy"], int(r["seed"]), int(r["cycle"])), []).append(
+                int(r["image_index"])
+            )
+    ap: dict[tuple[str, int, int], dict[str, float]] = {}
+    with open(Path(run_dir) / "results_per_class.csv") as f:
+        for r in csv.DictReader(f):
+            ap.setdefault((r["strategy"], int(r["seed"]), int(r["cycle"])), {})[r["class"]] = float(r["ap"])
+    strategies = sorted({k[0] for k in picked})
+    seeds = sorted({k[1] for k in picked})
+    cycles = sorted({k[2] for k in picked})
+    out: dict = {"setting": args.setting, "run_dir": run_dir, "classes": list(ds.class_names),
+                 "pool_objects": objects.sum(0).tolist(), "pool_scenes": int(len(np.unique(scene))),
+                 "pool_scenes_per_class": [int(len(np.unique(scene[objects[:, k] > 0]))) for k in range(n_cls)],
+                 "strategies": {}}  # fmt: skip
+    for st in strategies:
+        rows = []
+        for c in cycles:
+            per = []
+            for seed in seeds:
+                lab = Pool.random_initial(len(ds), int(cfg.loop.initial), rng_for(seed, "initial")).labeled
+                idx = np.concatenate([lab, *[picked.get((st, seed, k), []) for k in range(c + 1)]]).astype(
+                    int
+                )
+                per.append((objects[idx].sum(0), len(np.unique(scene[idx])),
+                            [len(np.unique(scene[idx][objects[idx, k] > 0])) for k in range(n_cls)]))  # fmt: skip
+            row = {"after_cycle": c, "objects": np.mean([p[0] for p in per], 0).round(1).tolist(),
+                   "scenes": float(np.mean([p[1] for p in per])),
+                   "scenes_per_class": np.mean([p[2] for p in per], 0).round(1).tolist()}  # fmt: skip
+            if st != args.against and all(
+                (args.against, seed, c + 1) in ap and (st, seed, c + 1) in ap for seed in seeds
+            ):
+                row["ap_minus_against"] = {
+                    name: float(np.mean([ap[(st, seed, c + 1)][name] - ap[(args.against, seed, c + 1)][name] for seed in seeds]))
+                    for name in ds.class_names
+                }  # fmt: skip
+            rows.append(row)
+        out["strategies"][st] = rows
+        for row in rows:
+            print(f"{st:8s} after selection {row['after_cycle'] + 1}: {sum(row['objects']):.0f} objects, "
+                  f"{row['scenes']:.1f} scenes")  # fmt: skip
+        last = rows[-1]
+        print(f"{st:8s} after {len(cycles)} selections: {sum(last['objects']):.0f} objects, {last['scenes']:.1f} "
+              f"scenes; objects per class {last['objects']}; scenes per class {last['scenes_per_class']}")  # fmt: skip
+    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -344,6 +421,13 @@ def main() -> None:
     p.add_argument("--strategy", default="mgral")
     p.add_argument("--json", required=True)
     p.set_defaults(func=cmd_variants)
+    p = sub.add_parser("composition", help="what each strategy labeled: objects and scenes per class")
+    p.add_argument("setting", choices=sorted(SETTINGS))
+    p.add_argument("--dir", help="the run directory (default: the setting's)")
+    p.add_argument("--against", default="coreset", help="per-class AP differences to this strategy")
+    p.add_argument("--data", help="where the pool is generated (default: benchmarks/results/_data-PRESET)")
+    p.add_argument("--json", required=True)
+    p.set_defaults(func=cmd_composition)
     args = ap.parse_args()
     args.func(args)
 
