@@ -13,6 +13,14 @@ another frame of their scene in the pool (never read by the reward). Rows are ap
 
     .venv/bin/python benchmarks/duplicate_probe.py --seeds 0 1      # the default kinds below
     .venv/bin/python benchmarks/duplicate_probe.py --kind "digits-video:generator=digits,frames=6"
+
+``--pixels`` measures the agent's default probe instead (``curve_probe_on=pixels``): the share of the
+images with a near-duplicate among the 8 x 8 grey thumbnails of every image of the data (no detector: it is
+a property of the data, the same for every loop seed), for the kinds it was set on (``PIXEL_SET_ON``) and
+for kinds held out from that choice (``PIXEL_HELD_OUT``: other generation seeds, scene lengths, jitters and
+difficulties), to ``benchmarks/results/duplicate_probe_pixels.json``:
+
+    .venv/bin/python benchmarks/duplicate_probe.py --pixels
 """
 
 from __future__ import annotations
@@ -33,7 +41,27 @@ KINDS = (
     "hard-video-2:difficulty=hard,frames=2",
     "hard-video-3:difficulty=hard,frames=3",
 )
-KEYS = {"generator", "difficulty"}
+KEYS = {"generator", "difficulty", "seed"}
+# the pixel probe's radius (0.1) and share (0.05) were chosen on these seven kinds (the two benchmark pools,
+# whose data is the demo and cpu-bench presets', and the five kinds above) ...
+PIXEL_SET_ON = (
+    "hard (demo):difficulty=hard",
+    "video-like (cpu-bench):difficulty=redundant",
+    *KINDS,
+)
+# ... and then measured, unchanged, on these ten
+PIXEL_HELD_OUT = (
+    "hard, generation seed 1:difficulty=hard,seed=1",
+    "video-like, generation seed 1:difficulty=redundant,seed=1",
+    "digits, generation seed 1:generator=digits,difficulty=easy,seed=1",
+    "shapes-easy, generation seed 1:difficulty=easy,seed=1",
+    "digits-hard:generator=digits,difficulty=hard",
+    "hard-video-4, generation seed 1:difficulty=hard,frames=4,seed=1",
+    "digits-video-2:generator=digits,difficulty=easy,frames=2",
+    "easy-video-2:difficulty=easy,frames=2",
+    "hard-video-3, jitter 6:difficulty=hard,frames=3,jitter=6",
+    "video-like, jitter 6:difficulty=redundant,jitter=6",
+)
 
 
 def parse_kind(text: str) -> tuple[str, list[str]]:
@@ -96,6 +124,58 @@ def measure(name: str, overrides: list[str], seed: int, root: Path) -> dict[str,
             "true_share": float((sizes[scene] > 1).mean()), "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
+def measure_pixels(name: str, overrides: list[str], root: Path) -> dict[str, Any]:
+    """The agent's default probe on one kind of data: the share of its training images (what a run's
+    labeled and unlabeled images are) with a near-duplicate thumbnail, and the decision."""
+    from mgral.config import load_config
+    from mgral.data.dataset import thumbnails
+    from mgral.data.sources import load_run_data
+    from mgral.data.synthetic import scene_of, spec_for
+    from mgral.strategies.rl.agent import MgralOptions
+    from mgral.strategies.rl.curve import pixel_duplicate_share
+
+    cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false", *overrides])
+    folder = root / "".join(c if c.isalnum() else "-" for c in name)
+    ds, _ = load_run_data(cfg.data, folder / "data")
+    opts = MgralOptions()
+    t0 = time.perf_counter()
+    share = pixel_duplicate_share(thumbnails(ds, np.arange(len(ds))), opts.curve_pixel_probe)
+    s = cfg.data.synthetic
+    frames = spec_for(s.difficulty, **s.options).frames
+    scene = (
+        np.array([scene_of(s.seed, i, frames)[0] for i in range(len(ds))])
+        if frames > 1
+        else np.arange(len(ds))
+    )
+    return {"kind": name, "overrides": overrides, "frames": frames, "pool": len(ds), "pixel_share": share,
+            "discounted": bool(share >= opts.curve_pixel_probe_share), "duplicates": frames > 1,
+            "true_share": float((np.bincount(scene)[scene] > 1).mean()),
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def main_pixels(root: Path) -> None:
+    from mgral.strategies.rl.agent import MgralOptions
+
+    o = MgralOptions()
+    summary: dict[str, Any] = {
+        "probe": {
+            "radius": o.curve_pixel_probe,
+            "share": o.curve_pixel_probe_share,
+            "thumbnail": "8 x 8 grey",
+        }
+    }
+    for part, kinds in (("set_on", PIXEL_SET_ON), ("held_out", PIXEL_HELD_OUT)):
+        rows = [measure_pixels(name, overrides, root) for name, overrides in map(parse_kind, kinds)]
+        for row in rows:
+            right = row["discounted"] == row["duplicates"]
+            print(f"{part:8s} {row['kind']:32s} frames {row['frames']}: pixel share {row['pixel_share']:.3f} -> "
+                  f"{'discount' if row['discounted'] else 'no discount'} ({'right' if right else 'WRONG'})")  # fmt: skip
+        summary[part] = rows
+        summary[f"{part}_right"] = f"{sum(r['discounted'] == r['duplicates'] for r in rows)}/{len(rows)}"
+    Path("benchmarks/results/duplicate_probe_pixels.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"right: {summary['set_on_right']} set on, {summary['held_out_right']} held out")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -103,7 +183,13 @@ def main() -> None:
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--root", type=Path, default=Path("benchmarks/results/_probe"), help="generated data")
+    ap.add_argument(
+        "--pixels", action="store_true", help="the pixel probe (no detector) on set-on and held-out kinds"
+    )
     args = ap.parse_args()
+    if args.pixels:
+        main_pixels(args.root)
+        return
     kinds = [parse_kind(k) for k in (args.kind or KINDS)]
     done = (
         {(r["kind"], r["seed"]) for r in map(json.loads, OUT.read_text().splitlines())}

@@ -149,6 +149,21 @@ class DetectionDataset:
         return np.array([i for i, r in enumerate(self.images) if not r.annotated], dtype=np.int64)
 
 
+def thumbnails(dataset: DetectionDataset, indices: Indices, side: int = 8) -> np.ndarray:
+    """Each image as a ``side`` x ``side`` grey thumbnail (box-filtered), centred and scaled to unit norm:
+    ``float64[N, side * side]``. What near-duplicate detection compares: frames of one video stay close
+    (a shift of a few pixels, new noise, another exposure), independent images do not. A flat image is the
+    zero vector. Unreadable images raise :class:`InputError` naming them (:meth:`DetectionDataset.load_image`)."""
+    out = np.zeros((len(indices), side * side))
+    for row, i in enumerate(indices):
+        grey = dataset.load_image(int(i)).convert("L").resize((side, side), Image.Resampling.BOX)
+        t = np.asarray(grey, np.float64).ravel()
+        t -= t.mean()
+        norm = float(np.linalg.norm(t))
+        out[row] = t / norm if norm > 1e-9 else 0.0
+    return out
+
+
 def merge_datasets(parts: Sequence[DetectionDataset], source: str) -> DetectionDataset:
     """Concatenate datasets that share class names and have distinct images; image ids are renumbered
     when they collide (VOC2007 and VOC2012 share ids like ``000005``) and ``file_name`` becomes absolute."""

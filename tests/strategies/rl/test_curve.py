@@ -16,7 +16,15 @@ from mgral.data.structures import Prediction
 from mgral.detectors.detector import Detector
 from mgral.strategies.base import TrainingSpec, pool_view
 from mgral.strategies.rl.agent import MgralOptions, make_reward
-from mgral.strategies.rl.curve import CurveConfig, CurveReward, class_counts, precision_recall, scene_weights
+from mgral.strategies.rl.curve import (
+    CurveConfig,
+    CurveReward,
+    _probe_share,
+    class_counts,
+    pixel_duplicate_share,
+    precision_recall,
+    scene_weights,
+)
 from mgral.training.supervised import train_supervised
 from tests.conftest import TINY_DET, TINY_TRAIN
 
@@ -225,11 +233,14 @@ def test_the_probe_turns_the_discount_off_on_data_without_duplicates():
             replace(probed, **bad)
 
 
-def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path):
-    """The first selection's probe decides whether the data has near-duplicates; the decision lives in the
-    strategy's state (so it survives a resume) and later cycles keep it whatever their embedding."""
+@pytest.mark.parametrize("probe_on", ["pixels", "embeddings"])
+def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, probe_on):
+    """The first selection's probe (on the images' thumbnails, or on the detector's embeddings) decides
+    whether the data has near-duplicates; the decision and the probe's share live in the strategy's state
+    (so they survive a resume) and later cycles keep them whatever their embedding."""
     from types import SimpleNamespace
 
+    from mgral.data.dataset import thumbnails
     from mgral.strategies.base import MemoryStore, StrategyState
     from mgral.strategies.rl.agent import MgralStrategy
 
@@ -239,9 +250,17 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path):
                           unlabeled=pool.unlabeled, seed=0, cycle=0, predictions=inf.predictions,
                           embeddings_unlabeled=inf.embeddings, embeddings_labeled=emb_l, oracle=None,
                           progress=False)  # fmt: skip
-    strategy = MgralStrategy(MgralOptions())
+    opts = MgralOptions(curve_probe_on=probe_on)
+    strategy = MgralStrategy(opts)
     first = strategy.reward(ctx)  # type: ignore[arg-type]
-    assert isinstance(first, CurveReward) and not np.isnan(first.probe_share)
+    assert isinstance(first, CurveReward)
+    share = state.get("curve/probe_share")
+    if probe_on == "embeddings":
+        assert share == first.probe_share and not np.isnan(share)
+    else:  # the pixels' share, of every image of the data; the embedding probe did not run
+        every = np.concatenate([pool.unlabeled, pool.labeled])
+        assert share == pixel_duplicate_share(thumbnails(view, every), opts.curve_pixel_probe)
+        assert first.has_duplicates == (share >= opts.curve_pixel_probe_share) and np.isnan(first.probe_share)
     assert state.get("curve/has_duplicates") == first.has_duplicates
     state.put("curve/has_duplicates", not first.has_duplicates)  # as if the first cycle had decided otherwise
     later = strategy.reward(ctx)  # type: ignore[arg-type]
@@ -249,3 +268,37 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path):
     assert (later.emb is not None) == later.has_duplicates
     never = MgralStrategy(MgralOptions(curve_probe=0.0)).reward(ctx)  # type: ignore[arg-type]
     assert isinstance(never, CurveReward) and never.has_duplicates and never.emb is not None
+
+
+def test_the_probe_searches_a_sampled_image_s_neighbour_among_all_images():
+    """On a pool larger than the probe's sample of 2,048, a frame's twin is rarely sampled with it: the
+    neighbour is searched among all the images, so a pool made only of pairs reads 1, not about 0.4."""
+    rng = np.random.default_rng(0)
+    twins = rng.normal(size=(2500, 16)) * 3
+    z = np.concatenate([twins, twins + rng.normal(size=twins.shape) * 0.01])
+    assert _probe_share(z, 0.1**2) == 1.0
+    assert _probe_share(rng.normal(size=(5000, 16)), 0.1**2) == 0.0
+    assert _probe_share(z[:1], 1.0) == 0.0
+
+
+def test_the_pixel_probe_tells_videos_from_independent_images(tmp_path):
+    """Frames of a video (shifted by a few pixels, with new noise) are near-duplicates of their thumbnails;
+    independent images are not, even of one kind (the i.i.d. digits, where the detector's embedding finds
+    duplicates: benchmarks/duplicate_probe.py). At the default probe, the two kinds fall on either side of
+    the default share."""
+    from mgral.data.dataset import thumbnails
+    from mgral.data.synthetic import make_dataset, spec_for
+
+    opts = MgralOptions()
+    shares = {}
+    for name, frames in (("iid", 1), ("video", 3)):
+        ds = make_dataset("digits", 240, 0, tmp_path / name, spec_for("easy", image_size=64, frames=frames))
+        thumbs = thumbnails(ds, np.arange(len(ds)))
+        assert thumbs.shape == (240, 64) and np.allclose(np.linalg.norm(thumbs, axis=1), 1.0)
+        shares[name] = pixel_duplicate_share(thumbs, opts.curve_pixel_probe)
+    assert shares["iid"] < opts.curve_pixel_probe_share <= shares["video"]
+    with pytest.raises(ValueError, match="curve_probe_on"):
+        MgralOptions(curve_probe_on="pixel")  # type: ignore[arg-type]
+    for bad in ({"curve_pixel_probe": 0.0}, {"curve_pixel_probe_share": 1.5}):
+        with pytest.raises(ValueError, match="curve_pixel_probe"):
+            MgralOptions(**bad)  # type: ignore[arg-type]

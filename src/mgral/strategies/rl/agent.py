@@ -38,11 +38,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, thumbnails
 from mgral.data.structures import Prediction
 from mgral.metrics.voc import evaluate_voc_dataset
 from mgral.strategies.base import Selection, SelectionContext, Strategy, TrainingSpec, register_strategy
-from mgral.strategies.rl.curve import CurveConfig, CurveReward, class_counts, precision_recall
+from mgral.strategies.rl.curve import (
+    CurveConfig,
+    CurveReward,
+    class_counts,
+    pixel_duplicate_share,
+    precision_recall,
+)
 from mgral.strategies.rl.estimators import Estimator, Records, make_estimator
 from mgral.strategies.rl.features import (
     BatchFeaturizer,
@@ -111,11 +117,17 @@ class MgralOptions:
     curve_radius: float = 0.4  # curve: near-duplicate radius, fraction of the median distance of two images
     # curve: an image's duplicates are those within the radius (pairs), or its connected component (scenes)
     curve_duplicates: Literal["pairs", "scenes"] = "scenes"
-    # curve: discount only on data with near-duplicates, i.e. at least curve_probe_share of its images
-    # have another within curve_probe x the median distance (0: always discount); decided on the first
-    # selection, then kept. 0.25 / 0.01 since the session of 2026-12-03 (fifth): over 12 cycle-0 detectors
-    # of the hard shapes the share is at most 0.004, over 10 of the video-like pool at least 0.015
-    # (docs/design.md, "The curve reward")
+    # curve: discount only on data with near-duplicates (curve_probe=0: always discount), decided on the
+    # first selection, then kept. Where the probe looks: "pixels" (the default since the session of
+    # 2026-12-07), at least curve_pixel_probe_share of the images have another within curve_pixel_probe x
+    # the median distance of two 8 x 8 grey thumbnails; "embeddings" (the rule before), at least
+    # curve_probe_share within curve_probe x the median distance of the detector's embeddings. The pixel
+    # probe decided right on 17 kinds of data of 17 (7 it was set on, 10 held out), the embedding probe on
+    # 5 of 7 (it discounts the i.i.d. digits and easy shapes); both agree on the two benchmark pools
+    # (docs/design.md, "The curve reward"; benchmarks/duplicate_probe.py)
+    curve_probe_on: Literal["pixels", "embeddings"] = "pixels"
+    curve_pixel_probe: float = 0.1
+    curve_pixel_probe_share: float = 0.05
     curve_probe: float = 0.25
     curve_probe_share: float = 0.01
     # curve, duplicates=scenes: None, an image's share of its scene; rho in [0, 1], the scene worth its
@@ -131,6 +143,12 @@ class MgralOptions:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if self.polish_swaps is not None and self.polish_swaps < 0:
             raise ValueError(f"polish_swaps must be >= 0, got {self.polish_swaps}")
+        if self.curve_probe_on not in ("pixels", "embeddings"):
+            raise ValueError(f"curve_probe_on must be 'pixels' or 'embeddings', got {self.curve_probe_on!r}")
+        if self.curve_pixel_probe <= 0:
+            raise ValueError(f"curve_pixel_probe must be positive, got {self.curve_pixel_probe}")
+        if not 0 <= self.curve_pixel_probe_share <= 1:
+            raise ValueError(f"curve_pixel_probe_share must be in [0, 1], got {self.curve_pixel_probe_share}")
         self.reward_config()  # checks the reward's options
         self.curve_config()
 
@@ -273,19 +291,31 @@ class MgralStrategy(Strategy):
 
     def reward(self, ctx: SelectionContext) -> ProxyReward | CurveReward:
         """The cycle's reward. With ``curve_probe``, whether the data has near-duplicates is decided by the
-        first selection's probe and kept in the strategy's state: it is a property of the data, and the
-        reward's form should not change between cycles with the detector's embedding."""
+        first selection's probe (on the images' thumbnails, or on the detector's embeddings) and kept in the
+        strategy's state with the probe's share: it is a property of the data, and the reward's form should
+        not change between cycles with the detector's embedding."""
+        opts = self.options
         if ctx.workdir is not None:
             make_dir(ctx.workdir)
-        decided = ctx.state.get("curve/has_duplicates") if self.options.curve_probe > 0 else None
-        reward = make_reward(self.options, ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
+        probing = opts.proxy == "curve" and opts.curve_redundancy and opts.curve_probe > 0
+        decided = ctx.state.get("curve/has_duplicates") if probing else None
+        if probing and decided is None and opts.curve_probe_on == "pixels":
+            everything = np.concatenate([ctx.unlabeled, ctx.labeled])  # pixels only: no label is read
+            share = pixel_duplicate_share(thumbnails(ctx.dataset, everything), opts.curve_pixel_probe)
+            decided = share >= opts.curve_pixel_probe_share
+            ctx.state.put("curve/has_duplicates", decided)
+            ctx.state.put("curve/probe_share", share)
+            log.info("mgral: %.1f%% of the images have a near-duplicate (pixels): %s", 100 * share,
+                     "scenes of near-duplicates count once" if decided else "every image counts in full")  # fmt: skip
+        reward = make_reward(opts, ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
                              unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, predictions=ctx.predictions,
                              emb_unlabeled=ctx.embeddings_unlabeled, emb_labeled=ctx.embeddings_labeled,
-                             workdir=ctx.workdir, oracle=ctx.oracle if self.options.reward == "oracle" else None,
+                             workdir=ctx.workdir, oracle=ctx.oracle if opts.reward == "oracle" else None,
                              progress=ctx.progress, has_duplicates=decided)  # fmt: skip
-        # the first decision is kept (the probe ran: redundancy on, a pool of more than one image)
+        # the embedding probe's first decision is kept (it ran: redundancy on, a pool of more than one image)
         if isinstance(reward, CurveReward) and not np.isnan(reward.probe_share) and decided is None:
             ctx.state.put("curve/has_duplicates", bool(reward.has_duplicates))
+            ctx.state.put("curve/probe_share", reward.probe_share)
         return reward
 
     def presizes(self, ctx: SelectionContext, budget: int) -> list[int]:
@@ -430,10 +460,10 @@ class MgralStrategy(Strategy):
         }  # fmt: skip
         # whether near-duplicates were discounted, and the probe's share
         if isinstance(reward_fn, CurveReward):
-            share = reward_fn.probe_share
             info["duplicates"] = {
                 "discounted": reward_fn.emb is not None,
-                "probe_share": None if np.isnan(share) else share,
+                "probe": opts.curve_probe_on if opts.curve_probe > 0 else None,
+                "probe_share": ctx.state.get("curve/probe_share") if opts.curve_probe > 0 else None,
             }
         log.info("mgral: cycle %d search done: %d iterations, %d true rewards, %d records", ctx.cycle + 1,
                  opts.iterations, state.true_calls, len(records))  # fmt: skip

@@ -166,11 +166,11 @@ class CurveReward:
                 else np.zeros((0, self.emb.shape[1]))
             )
             self.has_duplicates = True
-            if cfg.probe > 0:
+            if has_duplicates is not None:  # decided before (the first cycle's probe, or the pixels'): kept
+                self.has_duplicates = has_duplicates
+            elif cfg.probe > 0:
                 self.probe_share = _probe_share(np.concatenate([self.emb, zl]), (cfg.probe * median) ** 2)
                 self.has_duplicates = self.probe_share >= cfg.probe_share
-            if has_duplicates is not None:  # decided before (the first cycle's probe): kept
-                self.has_duplicates = has_duplicates
             if not self.has_duplicates:  # nothing to discount: every image counts in full
                 self.emb = None
             elif cfg.duplicates == "scenes":
@@ -222,18 +222,40 @@ def scene_weights(scenes: np.ndarray, labeled: np.ndarray, correlation: float | 
     return (n_eff(k + held) - np.where(held > 0, n_eff(np.maximum(held, 1.0)), 0.0)) / k
 
 
+def pixel_duplicate_share(thumbs: np.ndarray, probe: float) -> float:
+    """Does the data have near-duplicates, judged on the images themselves? ``thumbs`` (float[N, D]): every
+    image of the data (unlabeled and labeled) as a normalised grey thumbnail
+    (:func:`mgral.data.dataset.thumbnails`). The share of a fixed sample of at most 2,048 of them with
+    another image closer than ``probe`` x the median distance of two thumbnails of the sample. Unlike the
+    detector's embedding, which maps independent images of one kind close together (the i.i.d. digits:
+    5-13% of the images within 0.25 x its median distance), a thumbnail keeps what a frame shares with its
+    neighbour in a video, and only that (``benchmarks/duplicate_probe.py``)."""
+    if len(thumbs) < 2:
+        return 0.0
+    sample = thumbs[np.random.default_rng(0).permutation(len(thumbs))[:2048]]
+    d2 = _sqdist(sample, sample)
+    median = float(np.median(np.sqrt(d2[np.triu_indices(len(sample), 1)])))
+    return _probe_share(thumbs, (probe * median) ** 2)
+
+
 def _probe_share(z: np.ndarray, r2: float) -> float:
     """Does the data have near-duplicates at all? The share of a fixed sample of at most 2,048 of its images
-    (unlabeled and labeled together, so that it does not fall as the pool is labeled) with another of the
-    sample closer than ``sqrt(r2)``. On i.i.d. images the pairs within a radius vanish fast below it (the
-    hard shapes: 124 pairs at 0.4, 5 at 0.35, none at 0.3 x the median distance), on the frames of videos
-    they do not (130 at 0.3; ``benchmarks/duplicate_radius.py``)."""
+    (unlabeled and labeled together, so that it does not fall as the pool is labeled) with another image
+    of ``z`` closer than ``sqrt(r2)``. The neighbour is searched among all the images, by chunks, not only
+    in the sample: on a pool much larger than the sample, a frame's neighbour in its video is rarely
+    sampled with it. On i.i.d. images the pairs within a radius vanish fast below it (the hard shapes: 124
+    pairs at 0.4, 5 at 0.35, none at 0.3 x the median distance), on the frames of videos they do not (130
+    at 0.3; ``benchmarks/duplicate_radius.py``)."""
     if len(z) < 2:
         return 0.0
-    sample = z[np.random.default_rng(0).permutation(len(z))[:2048]]
-    d2 = _sqdist(sample, sample)
-    np.fill_diagonal(d2, np.inf)
-    return float((d2.min(1) < r2).mean())
+    rows = np.random.default_rng(0).permutation(len(z))[:2048]
+    nearest = np.full(len(rows), np.inf)
+    step = max(1, 2**22 // len(rows))  # chunks of at most 2^22 distances
+    for s in range(0, len(z), step):
+        d2 = _sqdist(z[rows], z[s : s + step])
+        d2[(rows[:, None] - s) == np.arange(d2.shape[1])[None]] = np.inf  # not itself
+        nearest = np.minimum(nearest, d2.min(1))
+    return float((nearest < r2).mean())
 
 
 def _scenes(emb: np.ndarray, emb_labeled: np.ndarray, r2: float) -> tuple[np.ndarray, np.ndarray]:
@@ -259,4 +281,11 @@ def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
 
 
-__all__ = ["CurveConfig", "CurveReward", "class_counts", "precision_recall", "scene_weights"]
+__all__ = [
+    "CurveConfig",
+    "CurveReward",
+    "class_counts",
+    "pixel_duplicate_share",
+    "precision_recall",
+    "scene_weights",
+]
