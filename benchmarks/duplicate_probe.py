@@ -86,7 +86,7 @@ def measure(name: str, overrides: list[str], seed: int, root: Path) -> dict[str,
     from mgral.config import load_config
     from mgral.data.pool import Pool
     from mgral.data.sources import load_run_data
-    from mgral.data.synthetic import scene_of, spec_for
+    from mgral.data.synthetic import scenes, spec_for
     from mgral.detectors.detector import Detector
     from mgral.strategies.base import pool_view
     from mgral.strategies.rl.agent import MgralOptions
@@ -113,11 +113,7 @@ def measure(name: str, overrides: list[str], seed: int, root: Path) -> dict[str,
     # the embeddings, for other statistics of the same detectors without training them again
     np.savez_compressed(root / name / f"embeddings-seed{seed}.npz", unlabeled=emb_u, labeled=emb_l,
                         unlabeled_index=pool.unlabeled, labeled_index=pool.labeled)  # fmt: skip
-    scene = (
-        np.array([scene_of(s.seed, i, frames)[0] for i in range(len(ds))])
-        if frames > 1
-        else np.arange(len(ds))
-    )
+    scene = scenes(s.seed, len(ds), frames)
     sizes = np.bincount(scene)
     return {"kind": name, "seed": seed, "overrides": overrides, "frames": frames, "pool": len(ds),
             "probe_share": reward.probe_share, "discounted": bool(reward.has_duplicates),
@@ -130,7 +126,7 @@ def measure_pixels(name: str, overrides: list[str], root: Path) -> dict[str, Any
     from mgral.config import load_config
     from mgral.data.dataset import thumbnails
     from mgral.data.sources import load_run_data
-    from mgral.data.synthetic import scene_of, spec_for
+    from mgral.data.synthetic import scenes, spec_for
     from mgral.strategies.rl.agent import MgralOptions
     from mgral.strategies.rl.curve import pixel_duplicate_share
 
@@ -142,11 +138,7 @@ def measure_pixels(name: str, overrides: list[str], root: Path) -> dict[str, Any
     share = pixel_duplicate_share(thumbnails(ds, np.arange(len(ds))), opts.curve_pixel_probe)
     s = cfg.data.synthetic
     frames = spec_for(s.difficulty, **s.options).frames
-    scene = (
-        np.array([scene_of(s.seed, i, frames)[0] for i in range(len(ds))])
-        if frames > 1
-        else np.arange(len(ds))
-    )
+    scene = scenes(s.seed, len(ds), frames)
     return {"kind": name, "overrides": overrides, "frames": frames, "pool": len(ds), "pixel_share": share,
             "discounted": bool(share >= opts.curve_pixel_probe_share), "duplicates": frames > 1,
             "true_share": float((np.bincount(scene)[scene] > 1).mean()),

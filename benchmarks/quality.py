@@ -312,7 +312,7 @@ def cmd_composition(args: argparse.Namespace) -> None:
     from mgral.config import load_config
     from mgral.data.pool import Pool
     from mgral.data.sources import load_run_data
-    from mgral.data.synthetic import scene_of, spec_for
+    from mgral.data.synthetic import scenes, spec_for
     from mgral.utils import rng_for
 
     preset, run_dir = SETTINGS[args.setting]
@@ -321,11 +321,7 @@ def cmd_composition(args: argparse.Namespace) -> None:
     ds, _ = load_run_data(cfg.data, args.data or f"benchmarks/results/_data-{preset}")
     s = cfg.data.synthetic
     frames = spec_for(s.difficulty, **s.options).frames
-    scene = (
-        np.array([scene_of(s.seed, i, frames)[0] for i in range(len(ds))])
-        if frames > 1
-        else np.arange(len(ds))
-    )
+    scene = scenes(s.seed, len(ds), frames)
     n_cls = ds.num_classes
     objects = np.stack([np.bincount(ds[i].labels, minlength=n_cls)[:n_cls] for i in range(len(ds))])
     picked: dict[tuple[str, int, int], list[int]] = {}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mgral.data.coco import read_coco
-from mgral.data.synthetic import DIFFICULTIES, make_dataset, render_image, spec_for
+from mgral.data.synthetic import DIFFICULTIES, make_dataset, render_image, scene_of, scenes, spec_for
 from mgral.errors import InputError
 
 
@@ -43,3 +43,12 @@ def test_bad_knobs():
         spec_for("easy", min_size=50, max_size=20)
     with pytest.raises(InputError, match="unknown setting"):
         spec_for("medium")
+
+
+def test_scenes_lists_each_image_s_scene():
+    """``scenes`` is ``scene_of`` over the first n images (consecutive frames share a scene, ids rise by
+    one); without frames every image is its own scene."""
+    ids = scenes(3, 200, 6)
+    assert ids.tolist() == [scene_of(3, i, 6)[0] for i in range(200)]
+    assert ids[0] == 0 and set(np.diff(ids)) <= {0, 1} and 15 < ids[-1] < 60  # about 200 / 6 scenes
+    assert scenes(3, 5, 1).tolist() == [0, 1, 2, 3, 4]

@@ -219,6 +219,13 @@ def scene_of(seed: int, index: int, frames: int) -> tuple[int, int]:
         start, scene = int(ends[-1]), scene + len(lengths)
 
 
+def scenes(seed: int, n: int, frames: int) -> np.ndarray:
+    """The scene of each of the first ``n`` images (int64[n]); with ``frames <= 1`` every image is its own."""
+    if frames <= 1:
+        return np.arange(n, dtype=np.int64)
+    return np.array([scene_of(seed, i, frames)[0] for i in range(n)], np.int64)
+
+
 def render_frame(
     kind: str, spec: SyntheticSpec, seed: int, index: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
