@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# sentry-sdk 3 (December 2026) drops an option that label-studio 1.23.2 passes (`send_default_pii`), and
+# label-studio asks only for sentry-sdk>=2.16.0: with 3.x, `label-studio start` exits at once
+LS_PINS := 'label-studio==$(LS_VERSION)' 'sentry-sdk>=2.16.0,<3'
+
 $(LS_STAMP):
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/python -m pip install -q 'label-studio==$(LS_VERSION)'
-	echo $(LS_VERSION) > $(LS_STAMP)
+	$(LS_VENV)/bin/python -m pip install -q $(LS_PINS)
+	echo $(LS_PINS) > $(LS_STAMP)
 
 labelstudio: $(LS_STAMP)
 
