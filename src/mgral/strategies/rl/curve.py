@@ -155,10 +155,7 @@ class CurveReward:
             # nearest-neighbour distance: on a video-like pool nearly every image's nearest neighbour is a
             # frame of its own scene, so a fraction of that distance misses the very duplicates it is for
             # (docs/design.md, "The curve reward")
-            rows = np.random.default_rng(0).permutation(len(self.emb))[:2048]
-            sample = self.emb[rows]
-            d2 = _sqdist(sample, sample)
-            median = float(np.median(np.sqrt(d2[np.triu_indices(len(rows), 1)])))
+            median = _median_distance(self.emb)
             self.r2 = (cfg.radius * median) ** 2
             zl = (
                 (np.asarray(emb_labeled, np.float64) - mu) / sd
@@ -232,10 +229,14 @@ def pixel_duplicate_share(thumbs: np.ndarray, probe: float) -> float:
     neighbour in a video, and only that (``benchmarks/duplicate_probe.py``)."""
     if len(thumbs) < 2:
         return 0.0
-    sample = thumbs[np.random.default_rng(0).permutation(len(thumbs))[:2048]]
+    return _probe_share(thumbs, (probe * _median_distance(thumbs)) ** 2)
+
+
+def _median_distance(z: np.ndarray) -> float:
+    """The median distance between two of the rows of ``z``, over a fixed sample of at most 2,048 of them."""
+    sample = z[np.random.default_rng(0).permutation(len(z))[:2048]]
     d2 = _sqdist(sample, sample)
-    median = float(np.median(np.sqrt(d2[np.triu_indices(len(sample), 1)])))
-    return _probe_share(thumbs, (probe * median) ** 2)
+    return float(np.median(np.sqrt(d2[np.triu_indices(len(sample), 1)])))
 
 
 def _probe_share(z: np.ndarray, r2: float) -> float:
