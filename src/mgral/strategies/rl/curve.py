@@ -250,10 +250,10 @@ def _probe_share(z: np.ndarray, r2: float) -> float:
     if len(z) < 2:
         return 0.0
     rows = np.random.default_rng(0).permutation(len(z))[:2048]
-    nearest = np.full(len(rows), np.inf)
+    sample, nearest = z[rows], np.full(len(rows), np.inf)
     step = max(1, 2**22 // len(rows))  # chunks of at most 2^22 distances
     for s in range(0, len(z), step):
-        d2 = _sqdist(z[rows], z[s : s + step])
+        d2 = _sqdist(sample, z[s : s + step])
         d2[(rows[:, None] - s) == np.arange(d2.shape[1])[None]] = np.inf  # not itself
         nearest = np.minimum(nearest, d2.min(1))
     return float((nearest < r2).mean())
