@@ -43,6 +43,10 @@ def test_paired_difference_by_hand():
     assert d["mean"] == pytest.approx(1 / 60)
     assert d["ci"] == pytest.approx([1 / 60 - 0.014343, 1 / 60 + 0.014343], abs=1e-5)
     assert d["p"] == pytest.approx(0.0377, abs=5e-4)  # t = 5 with 2 degrees of freedom
+    # resampling three seeds: the mean is 0.01 only when seed 1 is drawn thrice (1/27 = 3.7% > 2.5%) and 0.02
+    # when it is never drawn (8/27 > 2.5%), so the percentile interval is [0.01, 0.02], inside the t interval
+    assert d["ci_bootstrap"] == pytest.approx([0.01, 0.02])
+    assert paired_difference(rows, "mgral", "random")["ci_bootstrap"] == d["ci_bootstrap"]  # seeded
     s = summary(rows)
     assert s["reference"] == "random" and "vs_reference" in s["strategies"]["mgral"]
     assert "+0.0167 [+0.0023, +0.0310], p=0.038, 3 seeds" in markdown_table(rows)
