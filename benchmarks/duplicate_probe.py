@@ -15,12 +15,18 @@ another frame of their scene in the pool (never read by the reward). Rows are ap
     .venv/bin/python benchmarks/duplicate_probe.py --kind "digits-video:generator=digits,frames=6"
 
 ``--pixels`` measures the agent's default probe instead (``curve_probe_on=pixels``): the share of the
-images with a near-duplicate among the 8 x 8 grey thumbnails of every image of the data (no detector: it is
-a property of the data, the same for every loop seed), for the kinds it was set on (``PIXEL_SET_ON``) and
-for kinds held out from that choice (``PIXEL_HELD_OUT``: other generation seeds, scene lengths, jitters and
-difficulties), to ``benchmarks/results/duplicate_probe_pixels.json``:
+images with a near-duplicate among the 8 x 8 grey thumbnails of a fixed 1,000 of the data's images (no
+detector: it is a property of the data, the same for every loop seed), for the kinds it was set on
+(``PIXEL_SET_ON``) and for kinds held out from that choice (``PIXEL_HELD_OUT``: other generation seeds,
+scene lengths, jitters and difficulties), to ``benchmarks/results/duplicate_probe_pixels.json``:
 
     .venv/bin/python benchmarks/duplicate_probe.py --pixels
+    .venv/bin/python benchmarks/duplicate_probe.py --pixels --n-train 4000 --only digits ...  # larger pools
+
+The probe reads a fixed subset of 1,000 images of a larger pool, so that its share on independent images
+does not grow with the pool, and compares each with its two neighbours in the pool's order, where the
+frames of a video usually are; ``--n-train`` checks both, and records what the subset alone reads (a
+shuffled pool). Its JSON goes to ``duplicate_probe_pixels_n{N}.json``.
 """
 
 from __future__ import annotations
@@ -120,33 +126,40 @@ def measure(name: str, overrides: list[str], seed: int, root: Path) -> dict[str,
             "true_share": float((sizes[scene] > 1).mean()), "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
-def measure_pixels(name: str, overrides: list[str], root: Path) -> dict[str, Any]:
+def measure_pixels(name: str, overrides: list[str], root: Path, n_train: int | None = None) -> dict[str, Any]:
     """The agent's default probe on one kind of data: the share of its training images (what a run's
-    labeled and unlabeled images are) with a near-duplicate thumbnail, and the decision."""
+    labeled and unlabeled images are) with a near-duplicate thumbnail, and the decision. ``n_train``: a
+    pool of that many images instead of the preset's 1,000."""
     from mgral.config import load_config
-    from mgral.data.dataset import thumbnails
     from mgral.data.sources import load_run_data
     from mgral.data.synthetic import scenes, spec_for
     from mgral.strategies.rl.agent import MgralOptions
-    from mgral.strategies.rl.curve import pixel_duplicate_share
+    from mgral.strategies.rl.curve import data_duplicate_share
 
-    cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false", *overrides])
-    folder = root / "".join(c if c.isalnum() else "-" for c in name)
+    size = [f"data.synthetic.n_train={n_train}"] if n_train else []
+    cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false", *overrides, *size])
+    folder = root / ("".join(c if c.isalnum() else "-" for c in name) + (f"-n{n_train}" if n_train else ""))
     ds, _ = load_run_data(cfg.data, folder / "data")
     opts = MgralOptions()
     t0 = time.perf_counter()
-    share = pixel_duplicate_share(thumbnails(ds, np.arange(len(ds))), opts.curve_pixel_probe)
+    share = data_duplicate_share(ds, np.arange(len(ds)), opts.curve_pixel_probe)
+    seconds = time.perf_counter() - t0
     s = cfg.data.synthetic
     frames = spec_for(s.difficulty, **s.options).frames
     scene = scenes(s.seed, len(ds), frames)
-    return {"kind": name, "overrides": overrides, "frames": frames, "pool": len(ds), "pixel_share": share,
-            "discounted": bool(share >= opts.curve_pixel_probe_share), "duplicates": frames > 1,
-            "true_share": float((np.bincount(scene)[scene] > 1).mean()),
-            "seconds": time.perf_counter() - t0}  # fmt: skip
+    row = {"kind": name, "overrides": overrides, "frames": frames, "pool": len(ds), "pixel_share": share,
+           "discounted": bool(share >= opts.curve_pixel_probe_share), "duplicates": frames > 1,
+           "true_share": float((np.bincount(scene)[scene] > 1).mean()), "seconds": seconds}  # fmt: skip
+    if n_train:  # the subset alone, without the neighbours in the pool's order: what a shuffled pool reads
+        row["pixel_share_subset_only"] = data_duplicate_share(
+            ds, np.arange(len(ds)), opts.curve_pixel_probe, order=False
+        )
+    return row
 
 
-def main_pixels(root: Path) -> None:
+def main_pixels(root: Path, n_train: int | None = None, only: list[str] | None = None) -> None:
     from mgral.strategies.rl.agent import MgralOptions
+    from mgral.strategies.rl.curve import PROBE_IMAGES
 
     o = MgralOptions()
     summary: dict[str, Any] = {
@@ -154,17 +167,23 @@ def main_pixels(root: Path) -> None:
             "radius": o.curve_pixel_probe,
             "share": o.curve_pixel_probe_share,
             "thumbnail": "8 x 8 grey",
-        }
+            "images_read": PROBE_IMAGES,
+        },
+        "n_train": n_train,
+        "only": only,
     }
     for part, kinds in (("set_on", PIXEL_SET_ON), ("held_out", PIXEL_HELD_OUT)):
-        rows = [measure_pixels(name, overrides, root) for name, overrides in map(parse_kind, kinds)]
+        chosen = [parse_kind(k) for k in kinds if not only or parse_kind(k)[0] in only]
+        rows = [measure_pixels(name, overrides, root, n_train) for name, overrides in chosen]
         for row in rows:
             right = row["discounted"] == row["duplicates"]
-            print(f"{part:8s} {row['kind']:32s} frames {row['frames']}: pixel share {row['pixel_share']:.3f} -> "
+            alone = f" (subset alone {row['pixel_share_subset_only']:.3f})" if n_train else ""
+            print(f"{part:8s} {row['kind']:32s} frames {row['frames']}: pixel share {row['pixel_share']:.3f}{alone} -> "
                   f"{'discount' if row['discounted'] else 'no discount'} ({'right' if right else 'WRONG'})")  # fmt: skip
         summary[part] = rows
         summary[f"{part}_right"] = f"{sum(r['discounted'] == r['duplicates'] for r in rows)}/{len(rows)}"
-    Path("benchmarks/results/duplicate_probe_pixels.json").write_text(json.dumps(summary, indent=1) + "\n")
+    out = f"benchmarks/results/duplicate_probe_pixels{f'_n{n_train}' if n_train else ''}.json"
+    Path(out).write_text(json.dumps(summary, indent=1) + "\n")
     print(f"right: {summary['set_on_right']} set on, {summary['held_out_right']} held out")
 
 
@@ -178,9 +197,13 @@ def main() -> None:
     ap.add_argument(
         "--pixels", action="store_true", help="the pixel probe (no detector) on set-on and held-out kinds"
     )
+    ap.add_argument(
+        "--n-train", type=int, help="with --pixels: pools of this many images (default: the presets' 1,000)"
+    )
+    ap.add_argument("--only", nargs="+", help="with --pixels: only the kinds of these names")
     args = ap.parse_args()
     if args.pixels:
-        main_pixels(args.root)
+        main_pixels(args.root, args.n_train, args.only)
         return
     kinds = [parse_kind(k) for k in (args.kind or KINDS)]
     done = (

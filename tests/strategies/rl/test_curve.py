@@ -17,12 +17,15 @@ from mgral.detectors.detector import Detector
 from mgral.strategies.base import TrainingSpec, pool_view
 from mgral.strategies.rl.agent import MgralOptions, make_reward
 from mgral.strategies.rl.curve import (
+    PROBE_IMAGES,
     CurveConfig,
     CurveReward,
     _probe_share,
     class_counts,
+    data_duplicate_share,
     pixel_duplicate_share,
     precision_recall,
+    probe_rows,
     scene_weights,
 )
 from mgral.training.supervised import train_supervised
@@ -228,7 +231,7 @@ def test_the_probe_turns_the_discount_off_on_data_without_duplicates():
     assert on.weights(np.arange(10)).tolist() == [0.2] * 10
     kept = CurveReward(replace(probed, radius=0.4), **kw, emb_unlabeled=video, has_duplicates=False)
     assert kept.weights(np.arange(10)).tolist() == [1.0] * 10
-    for bad in ({"probe": -0.1}, {"probe_share": 1.5}):
+    for bad in ({"probe": -0.1}, {"probe": float("nan")}, {"probe_share": 1.5}):
         with pytest.raises(ValueError, match="probe"):
             replace(probed, **bad)
 
@@ -236,11 +239,12 @@ def test_the_probe_turns_the_discount_off_on_data_without_duplicates():
 @pytest.mark.parametrize("probe_on", ["pixels", "embeddings"])
 def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, probe_on):
     """The first selection's probe (on the images' thumbnails, or on the detector's embeddings) decides
-    whether the data has near-duplicates; the decision and the probe's share live in the strategy's state
-    (so they survive a resume) and later cycles keep them whatever their embedding."""
+    whether the data has near-duplicates; the decision, the probe's share and its settings live in the
+    strategy's state (so they survive a resume) and later cycles keep them whatever their embedding. Other
+    probe settings (a later annotation round) probe again; a state kept before the settings were keeps its
+    decision."""
     from types import SimpleNamespace
 
-    from mgral.data.dataset import thumbnails
     from mgral.strategies.base import MemoryStore, StrategyState
     from mgral.strategies.rl.agent import MgralStrategy
 
@@ -255,30 +259,98 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, pr
     first = strategy.reward(ctx)  # type: ignore[arg-type]
     assert isinstance(first, CurveReward)
     share = state.get("curve/probe_share")
-    if probe_on == "embeddings":
-        assert share == first.probe_share and not np.isnan(share)
-    else:  # the pixels' share, of every image of the data; the embedding probe did not run
+    assert share == first.probe_share and not np.isnan(share)
+    assert state.get("curve/probe_settings") == opts.probe_settings()
+    if probe_on == "pixels":  # the share of the data's images, whichever of them a seed labeled first
         every = np.concatenate([pool.unlabeled, pool.labeled])
-        assert share == pixel_duplicate_share(thumbnails(view, every), opts.curve_pixel_probe)
-        assert first.has_duplicates == (share >= opts.curve_pixel_probe_share) and np.isnan(first.probe_share)
+        assert share == data_duplicate_share(view, every[::-1], opts.curve_pixel_probe)
+        assert first.has_duplicates == (share >= opts.curve_pixel_probe_share)
     assert state.get("curve/has_duplicates") == first.has_duplicates
     state.put("curve/has_duplicates", not first.has_duplicates)  # as if the first cycle had decided otherwise
     later = strategy.reward(ctx)  # type: ignore[arg-type]
     assert isinstance(later, CurveReward) and later.has_duplicates == (not first.has_duplicates)
-    assert (later.emb is not None) == later.has_duplicates
+    assert (later.emb is not None) == later.has_duplicates and np.isnan(later.probe_share)  # not probed again
+    state.put("curve/probe_settings", None)  # a state from before the settings were kept: decision kept
+    assert strategy.reward(ctx).has_duplicates == (not first.has_duplicates)  # type: ignore[union-attr]
+    # other settings: probed again, and the new decision and settings replace the old
+    state.put("curve/probe_settings", opts.probe_settings())
+    other = MgralStrategy(replace(opts, curve_pixel_probe_share=0.0, curve_probe_share=0.0))
+    again = other.reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(again, CurveReward) and again.has_duplicates and not np.isnan(again.probe_share)
+    assert state.get("curve/has_duplicates") and state.get("curve/probe_settings")["share"] == 0.0
     never = MgralStrategy(MgralOptions(curve_probe=0.0)).reward(ctx)  # type: ignore[arg-type]
     assert isinstance(never, CurveReward) and never.has_duplicates and never.emb is not None
 
 
-def test_the_probe_searches_a_sampled_image_s_neighbour_among_all_images():
-    """On a pool larger than the probe's sample of 2,048, a frame's twin is rarely sampled with it: the
-    neighbour is searched among all the images, so a pool made only of pairs reads 1, not about 0.4."""
+def test_the_probe_reads_a_fixed_subset_so_its_share_does_not_grow_with_the_pool():
+    """The probe compares the images of a fixed random subset of 1,000 with each other. Searching among all
+    N images would find chance neighbours of independent images ever closer as N grows, and the share that
+    the thresholds were set on (pools of 1,000) would rise past them on any large pool."""
     rng = np.random.default_rng(0)
+    rows = probe_rows(5000)
+    assert (
+        len(rows) == PROBE_IMAGES
+        and np.array_equal(rows, np.sort(rows))
+        and np.array_equal(rows, probe_rows(5000))
+    )
+    assert np.array_equal(probe_rows(300), np.arange(300))  # a small pool: all of it
+    # by hand: the share of the subset's rows with another row of the subset within the radius
+    z = rng.normal(size=(5000, 3))
+    sub = z[rows]
+    d = np.linalg.norm(sub[:, None] - sub[None], axis=2) + np.diag(np.full(len(sub), np.inf))
+    assert _probe_share(z, 0.05**2) == pytest.approx((d.min(1) <= 0.05).mean())
+    # i.i.d. points on a circle (a low-dimensional pool, where chance neighbours come fast): the same share
+    # at 1,000 and at 16,000 images, where a search among all images reads 0.99
+    circle = rng.normal(size=(16000, 2))
+    circle /= np.linalg.norm(circle, axis=1, keepdims=True)
+    small, large = _probe_share(circle[:1000], 0.002**2), _probe_share(circle, 0.002**2)
+    assert small < 0.5 and abs(large - small) < 0.1
+    # pairs of twins: every twin is found in a pool of 1,000, about 1,000 / N of them in a larger one
     twins = rng.normal(size=(2500, 16)) * 3
-    z = np.concatenate([twins, twins + rng.normal(size=twins.shape) * 0.01])
-    assert _probe_share(z, 0.1**2) == 1.0
+    pairs = np.concatenate([twins, twins + rng.normal(size=twins.shape) * 0.01])
+    assert _probe_share(pairs[np.r_[0:500, 2500:3000]], 0.1**2) == 1.0
+    assert 0.1 < _probe_share(pairs, 0.1**2) < 0.3
     assert _probe_share(rng.normal(size=(5000, 16)), 0.1**2) == 0.0
-    assert _probe_share(z[:1], 1.0) == 0.0
+    assert _probe_share(pairs[:1], 1.0) == 0.0
+
+
+class _Pictures:
+    """A stand-in for a dataset: ``load_image(i)`` gives picture ``i`` of an array (the probe reads no
+    more)."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels, self.read = pixels, 0
+
+    def load_image(self, i: int):
+        from PIL import Image
+
+        self.read += 1
+        return Image.fromarray(self.pixels[i])
+
+
+def test_the_pixel_probe_compares_each_image_with_its_neighbours_in_the_pool_s_order():
+    """On a pool larger than the probe's subset, a frame's twin is rarely in the subset with it, but frames
+    of a video usually sit next to each other in the pool's order: each sampled image is compared with its
+    two neighbours too. A pool of twin pairs in order reads 1; shuffled, about 1,000 / N, as the subset
+    alone reads it; independent images read 0 either way. Only the subset and its neighbours are read, and
+    the split into labeled and unlabeled images does not matter."""
+    rng = np.random.default_rng(0)
+    scenes = rng.integers(0, 256, size=(1200, 8, 8), dtype=np.uint8)
+    noise = rng.integers(-3, 4, size=(2400, 8, 8))
+    pairs = np.clip(np.repeat(scenes.astype(int), 2, axis=0) + noise, 0, 255).astype(np.uint8)
+    pool = _Pictures(pairs)
+    every = np.arange(2400)
+    assert data_duplicate_share(pool, every, 0.1) == 1.0  # type: ignore[arg-type]
+    assert pool.read <= 3 * PROBE_IMAGES
+    alone = data_duplicate_share(pool, every, 0.1, order=False)  # type: ignore[arg-type]
+    assert 0.3 < alone < 0.55  # a twin in the subset: about 999 / 2,399
+    shuffled = _Pictures(pairs[rng.permutation(2400)])
+    assert abs(data_duplicate_share(shuffled, every, 0.1) - alone) < 0.1  # type: ignore[arg-type]
+    iid = _Pictures(rng.integers(0, 256, size=(2400, 8, 8), dtype=np.uint8))
+    assert data_duplicate_share(iid, every, 0.1) == 0.0  # type: ignore[arg-type]
+    labeled, unlabeled = every[::7], np.setdiff1d(every, every[::7])
+    split = np.concatenate([unlabeled, labeled])
+    assert data_duplicate_share(pool, split, 0.1) == 1.0  # type: ignore[arg-type]
 
 
 def test_the_pixel_probe_tells_videos_from_independent_images(tmp_path):
@@ -290,15 +362,24 @@ def test_the_pixel_probe_tells_videos_from_independent_images(tmp_path):
     from mgral.data.synthetic import make_dataset, spec_for
 
     opts = MgralOptions()
-    shares = {}
+    shares, thumbs = {}, {}
     for name, frames in (("iid", 1), ("video", 3)):
         ds = make_dataset("digits", 240, 0, tmp_path / name, spec_for("easy", image_size=64, frames=frames))
-        thumbs = thumbnails(ds, np.arange(len(ds)))
-        assert thumbs.shape == (240, 64) and np.allclose(np.linalg.norm(thumbs, axis=1), 1.0)
-        shares[name] = pixel_duplicate_share(thumbs, opts.curve_pixel_probe)
+        thumbs[name] = thumbnails(ds, np.arange(len(ds)))
+        assert thumbs[name].shape == (240, 64) and np.allclose(np.linalg.norm(thumbs[name], axis=1), 1.0)
+        shares[name] = pixel_duplicate_share(thumbs[name], opts.curve_pixel_probe)
     assert shares["iid"] < opts.curve_pixel_probe_share <= shares["video"]
+    # flat images (zero thumbnails) are left out: blank frames do not make a pool of duplicates
+    flat = np.concatenate([np.zeros((60, 64)), thumbs["iid"]])  # and 60 blank images
+    assert pixel_duplicate_share(flat, opts.curve_pixel_probe) == shares["iid"]
+    # exact copies count even where they make the median distance 0
+    assert pixel_duplicate_share(np.repeat(thumbs["iid"][:2], [3, 2], axis=0), opts.curve_pixel_probe) == 1.0
     with pytest.raises(ValueError, match="curve_probe_on"):
         MgralOptions(curve_probe_on="pixel")  # type: ignore[arg-type]
-    for bad in ({"curve_pixel_probe": 0.0}, {"curve_pixel_probe_share": 1.5}):
+    for bad in (
+        {"curve_pixel_probe": 0.0},
+        {"curve_pixel_probe": float("nan")},
+        {"curve_pixel_probe_share": 1.5},
+    ):
         with pytest.raises(ValueError, match="curve_pixel_probe"):
             MgralOptions(**bad)  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mgral.data.dataset import DetectionDataset, thumbnails
+from mgral.data.dataset import DetectionDataset
 from mgral.data.structures import Prediction
 from mgral.metrics.voc import evaluate_voc_dataset
 from mgral.strategies.base import Selection, SelectionContext, Strategy, TrainingSpec, register_strategy
@@ -46,7 +46,7 @@ from mgral.strategies.rl.curve import (
     CurveConfig,
     CurveReward,
     class_counts,
-    pixel_duplicate_share,
+    data_duplicate_share,
     precision_recall,
 )
 from mgral.strategies.rl.estimators import Estimator, Records, make_estimator
@@ -145,8 +145,8 @@ class MgralOptions:
             raise ValueError(f"polish_swaps must be >= 0, got {self.polish_swaps}")
         if self.curve_probe_on not in ("pixels", "embeddings"):
             raise ValueError(f"curve_probe_on must be 'pixels' or 'embeddings', got {self.curve_probe_on!r}")
-        if self.curve_pixel_probe <= 0:
-            raise ValueError(f"curve_pixel_probe must be positive, got {self.curve_pixel_probe}")
+        if not (np.isfinite(self.curve_pixel_probe) and self.curve_pixel_probe > 0):
+            raise ValueError(f"curve_pixel_probe must be a positive number, got {self.curve_pixel_probe}")
         if not 0 <= self.curve_pixel_probe_share <= 1:
             raise ValueError(f"curve_pixel_probe_share must be in [0, 1], got {self.curve_pixel_probe_share}")
         self.reward_config()  # checks the reward's options
@@ -162,6 +162,17 @@ class MgralOptions:
         if self.estimator != "auto":
             return self.estimator
         return "none" if self.proxy == "curve" else "kernel"
+
+    def probing(self) -> bool:
+        """Whether the curve reward's near-duplicate discount is decided by a probe of the data."""
+        return self.proxy == "curve" and self.curve_redundancy and self.curve_probe > 0
+
+    def probe_settings(self) -> dict[str, Any]:
+        """What a probe's decision depends on besides the data: kept with the decision, which is made again
+        when they change (a later annotation round run with other options)."""
+        if self.curve_probe_on == "pixels":
+            return {"on": "pixels", "radius": self.curve_pixel_probe, "share": self.curve_pixel_probe_share}
+        return {"on": "embeddings", "radius": self.curve_probe, "share": self.curve_probe_share}
 
     def curve_config(self) -> CurveConfig:
         return CurveConfig(kind=self.reward, threshold=self.curve_threshold, exponent=self.curve_exponent,
@@ -211,6 +222,15 @@ def make_reward(
     if opts.proxy != "curve":
         return trained_proxy()
     cfg = opts.curve_config()
+    pixel_share = float("nan")
+    if has_duplicates is None and opts.probing() and opts.curve_probe_on == "pixels":
+        # pixels only: no label is read
+        pixel_share = data_duplicate_share(
+            dataset, np.concatenate([unlabeled, labeled]), opts.curve_pixel_probe
+        )
+        has_duplicates = pixel_share >= opts.curve_pixel_probe_share
+        log.info("mgral: %.1f%% of the probed images have a near-duplicate (pixels): %s", 100 * pixel_share,
+                 "scenes of near-duplicates count once" if has_duplicates else "every image counts in full")  # fmt: skip
     c = dataset.num_classes
     ap = None
     if cfg.kind == "oracle":
@@ -240,9 +260,12 @@ def make_reward(
             if len(predictions)
             else np.zeros((0, c))
         )
-    return CurveReward(cfg, unlabeled=unlabeled, counts=counts, labeled_counts=class_totals(dataset, labeled), ap=ap,
-                       emb_unlabeled=emb_unlabeled, emb_labeled=emb_labeled,
-                       has_duplicates=has_duplicates)  # fmt: skip
+    reward = CurveReward(cfg, unlabeled=unlabeled, counts=counts, labeled_counts=class_totals(dataset, labeled),
+                         ap=ap, emb_unlabeled=emb_unlabeled, emb_labeled=emb_labeled,
+                         has_duplicates=has_duplicates)  # fmt: skip
+    if not np.isnan(pixel_share):
+        reward.probe_share = pixel_share
+    return reward
 
 
 @register_strategy
@@ -292,30 +315,30 @@ class MgralStrategy(Strategy):
     def reward(self, ctx: SelectionContext) -> ProxyReward | CurveReward:
         """The cycle's reward. With ``curve_probe``, whether the data has near-duplicates is decided by the
         first selection's probe (on the images' thumbnails, or on the detector's embeddings) and kept in the
-        strategy's state with the probe's share: it is a property of the data, and the reward's form should
-        not change between cycles with the detector's embedding."""
+        strategy's state with the probe's share and settings: it is a property of the data, and the reward's
+        form should not change between cycles with the detector's embedding. With other probe settings (a
+        later annotation round), the data is probed again."""
         opts = self.options
         if ctx.workdir is not None:
             make_dir(ctx.workdir)
-        probing = opts.proxy == "curve" and opts.curve_redundancy and opts.curve_probe > 0
-        decided = ctx.state.get("curve/has_duplicates") if probing else None
-        if probing and decided is None and opts.curve_probe_on == "pixels":
-            everything = np.concatenate([ctx.unlabeled, ctx.labeled])  # pixels only: no label is read
-            share = pixel_duplicate_share(thumbnails(ctx.dataset, everything), opts.curve_pixel_probe)
-            decided = share >= opts.curve_pixel_probe_share
-            ctx.state.put("curve/has_duplicates", decided)
-            ctx.state.put("curve/probe_share", share)
-            log.info("mgral: %.1f%% of the images have a near-duplicate (pixels): %s", 100 * share,
-                     "scenes of near-duplicates count once" if decided else "every image counts in full")  # fmt: skip
+        decided = None
+        if opts.probing() and ctx.state.get("curve/has_duplicates") is not None:
+            stored = ctx.state.get("curve/probe_settings")  # None: a state written before it was kept
+            if stored is None or stored == opts.probe_settings():
+                decided = bool(ctx.state.get("curve/has_duplicates"))
+            else:
+                log.info("mgral: the duplicate probe's options changed (%s, were %s): probing again",
+                         opts.probe_settings(), stored)  # fmt: skip
         reward = make_reward(opts, ctx.training, dataset=ctx.dataset, labeled=ctx.labeled,
                              unlabeled=ctx.unlabeled, seed=ctx.seed, cycle=ctx.cycle, predictions=ctx.predictions,
                              emb_unlabeled=ctx.embeddings_unlabeled, emb_labeled=ctx.embeddings_labeled,
                              workdir=ctx.workdir, oracle=ctx.oracle if opts.reward == "oracle" else None,
                              progress=ctx.progress, has_duplicates=decided)  # fmt: skip
-        # the embedding probe's first decision is kept (it ran: redundancy on, a pool of more than one image)
+        # a probe ran (redundancy on, a pool of more than one image): its first decision is kept
         if isinstance(reward, CurveReward) and not np.isnan(reward.probe_share) and decided is None:
             ctx.state.put("curve/has_duplicates", bool(reward.has_duplicates))
             ctx.state.put("curve/probe_share", reward.probe_share)
+            ctx.state.put("curve/probe_settings", opts.probe_settings())
         return reward
 
     def presizes(self, ctx: SelectionContext, budget: int) -> list[int]:
@@ -462,8 +485,8 @@ class MgralStrategy(Strategy):
         if isinstance(reward_fn, CurveReward):
             info["duplicates"] = {
                 "discounted": reward_fn.emb is not None,
-                "probe": opts.curve_probe_on if opts.curve_probe > 0 else None,
-                "probe_share": ctx.state.get("curve/probe_share") if opts.curve_probe > 0 else None,
+                "probe": opts.curve_probe_on if opts.probing() else None,
+                "probe_share": ctx.state.get("curve/probe_share") if opts.probing() else None,
             }
         log.info("mgral: cycle %d search done: %d iterations, %d true rewards, %d records", ctx.cycle + 1,
                  opts.iterations, state.true_calls, len(records))  # fmt: skip

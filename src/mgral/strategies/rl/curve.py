@@ -44,7 +44,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torchvision.ops import box_iou
 
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, thumbnails
 from mgral.data.structures import Prediction
 
 
@@ -75,8 +75,8 @@ class CurveConfig:
             raise ValueError(f"curve radius must be >= 0, got {self.radius}")
         if self.duplicates not in ("pairs", "scenes"):
             raise ValueError(f"curve duplicates must be 'pairs' or 'scenes', got {self.duplicates!r}")
-        if self.probe < 0:
-            raise ValueError(f"curve probe must be >= 0, got {self.probe}")
+        if not (np.isfinite(self.probe) and self.probe >= 0):
+            raise ValueError(f"curve probe must be a number >= 0, got {self.probe}")
         if not 0 <= self.probe_share <= 1:
             raise ValueError(f"curve probe_share must be in [0, 1], got {self.probe_share}")
         if self.scene_correlation is not None and not 0 <= self.scene_correlation <= 1:
@@ -219,17 +219,74 @@ def scene_weights(scenes: np.ndarray, labeled: np.ndarray, correlation: float | 
     return (n_eff(k + held) - np.where(held > 0, n_eff(np.maximum(held, 1.0)), 0.0)) / k
 
 
-def pixel_duplicate_share(thumbs: np.ndarray, probe: float) -> float:
-    """Does the data have near-duplicates, judged on the images themselves? ``thumbs`` (float[N, D]): every
-    image of the data (unlabeled and labeled) as a normalised grey thumbnail
-    (:func:`mgral.data.dataset.thumbnails`). The share of a fixed sample of at most 2,048 of them with
-    another image closer than ``probe`` x the median distance of two thumbnails of the sample. Unlike the
-    detector's embedding, which maps independent images of one kind close together (the i.i.d. digits:
-    5-13% of the images within 0.25 x its median distance), a thumbnail keeps what a frame shares with its
-    neighbour in a video, and only that (``benchmarks/duplicate_probe.py``)."""
-    if len(thumbs) < 2:
+# How many images the duplicate probe reads: a fixed random subset of this many (all of a smaller pool),
+# each compared with the others of the subset. The probe's radii and shares were chosen and checked on
+# pools of 1,000 images (benchmarks/duplicate_probe.py), and a fixed subset keeps their meaning on any
+# pool: searching a frame's neighbour among all N images would find chance neighbours of independent
+# images ever closer as N grows (i.i.d. vectors: a share of 0.006 at 1,000 rising to 0.15 at 16,000), and
+# the discount would turn on for every large pool. On a pool of N > 1,000, a frame's twin is in the subset
+# with probability about 1 - (1 - 1,000 / N)^(k - 1), k the frames of its scene; the pixel probe also
+# compares each image with its two neighbours in the pool's order, where the frames of a video usually
+# are (docs/design.md, "The curve reward").
+PROBE_IMAGES = 1000
+
+
+def probe_rows(n: int) -> np.ndarray:
+    """The rows of ``n`` that the duplicate probe reads: a fixed random :data:`PROBE_IMAGES` of them
+    (sorted), all of them when ``n`` is not larger."""
+    return np.sort(np.random.default_rng(0).permutation(n)[:PROBE_IMAGES])
+
+
+def pixel_duplicate_share(thumbs: np.ndarray, probe: float, adjacent: np.ndarray | None = None) -> float:
+    """Does the data have near-duplicates, judged on the images themselves? ``thumbs`` (float[N, D]):
+    images as normalised grey thumbnails (:func:`mgral.data.dataset.thumbnails`); of a pool, use
+    :func:`data_duplicate_share`. Of the rows :func:`probe_rows`, the share with another of them closer
+    than ``probe`` x the median distance of two of them, or (``adjacent``, float[N, 2, D]: each image's two
+    neighbours in the pool's order, zero rows where there is none) with one of its neighbours. Flat images
+    (the zero thumbnail) are left out: a few blank frames are each other's twins, and would turn the
+    discount on for a whole pool. Where more than half the pairs are identical the radius is 0 and exact
+    copies count. Unlike the detector's embedding, which maps independent images of one kind close
+    together (the i.i.d. digits: 5-13% of the images within 0.25 x its median distance), a thumbnail keeps
+    what a frame shares with its neighbour in a video, and only that (``benchmarks/duplicate_probe.py``)."""
+    rows = probe_rows(len(thumbs))
+    sub = np.asarray(thumbs, np.float64)[rows]
+    keep = np.linalg.norm(sub, axis=1) > 0
+    sub = sub[keep]
+    if len(sub) < 2:
         return 0.0
-    return _probe_share(thumbs, (probe * _median_distance(thumbs)) ** 2)
+    r2 = max((probe * _median_distance(sub)) ** 2, 1e-12)
+    d2 = _sqdist(sub, sub)
+    np.fill_diagonal(d2, np.inf)  # not itself
+    nearest = d2.min(1)
+    if adjacent is not None:
+        adj = np.asarray(adjacent, np.float64)[rows][keep]
+        da = ((adj - sub[:, None]) ** 2).sum(2)
+        da[np.linalg.norm(adj, axis=2) == 0] = np.inf  # no neighbour there, or a flat one
+        nearest = np.minimum(nearest, da.min(1))
+    return float((nearest <= r2).mean())
+
+
+def data_duplicate_share(
+    dataset: DetectionDataset, indices: np.ndarray, probe: float, *, order: bool = True
+) -> float:
+    """The pixel probe on the images ``indices`` of ``dataset`` (a pool: labeled and unlabeled together):
+    :func:`pixel_duplicate_share` of the thumbnails of a fixed subset of them, each also compared with its
+    two neighbours in the pool's order (``order``; they are in the subset already when the pool has at
+    most :data:`PROBE_IMAGES` images). The indices are sorted first, so the subset, and the decision,
+    depend on the pool alone, not on which of its images a seed labeled first. Only the subset's images and
+    their neighbours are read (at most 3,000 decodes whatever the pool's size)."""
+    idx = np.sort(np.asarray(indices, np.int64))
+    rows = probe_rows(len(idx))
+    thumbs = thumbnails(dataset, idx[rows])
+    if not order or len(rows) == len(idx):
+        return pixel_duplicate_share(thumbs, probe)
+    side = np.stack([rows - 1, rows + 1], 1)  # positions in the sorted pool
+    valid = (side >= 0) & (side < len(idx))
+    read = np.unique(side[valid])
+    near = thumbnails(dataset, idx[read])
+    adjacent = np.zeros((len(rows), 2, thumbs.shape[1]))
+    adjacent[valid] = near[np.searchsorted(read, side[valid])]
+    return pixel_duplicate_share(thumbs, probe, adjacent)
 
 
 def _median_distance(z: np.ndarray) -> float:
@@ -240,23 +297,17 @@ def _median_distance(z: np.ndarray) -> float:
 
 
 def _probe_share(z: np.ndarray, r2: float) -> float:
-    """Does the data have near-duplicates at all? The share of a fixed sample of at most 2,048 of its images
-    (unlabeled and labeled together, so that it does not fall as the pool is labeled) with another image
-    of ``z`` closer than ``sqrt(r2)``. The neighbour is searched among all the images, by chunks, not only
-    in the sample: on a pool much larger than the sample, a frame's neighbour in its video is rarely
-    sampled with it. On i.i.d. images the pairs within a radius vanish fast below it (the hard shapes: 124
-    pairs at 0.4, 5 at 0.35, none at 0.3 x the median distance), on the frames of videos they do not (130
-    at 0.3; ``benchmarks/duplicate_radius.py``)."""
+    """Does the data have near-duplicates at all? Of the rows :func:`probe_rows` of ``z`` (unlabeled and
+    labeled images together, so that the share does not fall as the pool is labeled), the share with
+    another of them within ``sqrt(r2)``. On i.i.d. images the pairs within a radius vanish fast below it
+    (the hard shapes: 124 pairs at 0.4, 5 at 0.35, none at 0.3 x the median distance), on the frames of
+    videos they do not (130 at 0.3; ``benchmarks/duplicate_radius.py``)."""
     if len(z) < 2:
         return 0.0
-    rows = np.random.default_rng(0).permutation(len(z))[:2048]
-    sample, nearest = z[rows], np.full(len(rows), np.inf)
-    step = max(1, 2**22 // len(rows))  # chunks of at most 2^22 distances
-    for s in range(0, len(z), step):
-        d2 = _sqdist(sample, z[s : s + step])
-        d2[(rows[:, None] - s) == np.arange(d2.shape[1])[None]] = np.inf  # not itself
-        nearest = np.minimum(nearest, d2.min(1))
-    return float((nearest < r2).mean())
+    sample = z[probe_rows(len(z))]
+    d2 = _sqdist(sample, sample)
+    np.fill_diagonal(d2, np.inf)  # not itself
+    return float((d2.min(1) <= r2).mean())
 
 
 def _scenes(emb: np.ndarray, emb_labeled: np.ndarray, r2: float) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +337,10 @@ __all__ = [
     "CurveConfig",
     "CurveReward",
     "class_counts",
+    "PROBE_IMAGES",
+    "data_duplicate_share",
     "pixel_duplicate_share",
+    "probe_rows",
     "precision_recall",
     "scene_weights",
 ]
