@@ -154,7 +154,23 @@ def measure_pixels(name: str, overrides: list[str], root: Path, n_train: int | N
         row["pixel_share_subset_only"] = data_duplicate_share(
             ds, np.arange(len(ds)), opts.curve_pixel_probe, order=False
         )
+        row["pixel_share_all_images"] = share_among_all(ds, opts.curve_pixel_probe)
     return row
+
+
+def share_among_all(ds: Any, probe: float) -> float:
+    """The rule of the first session of 2026-12-07, for comparison: the same 1,000 sampled images, each
+    with its nearest neighbour searched among all the pool's images (the radius from the same sample)."""
+    from mgral.data.dataset import thumbnails
+    from mgral.strategies.rl.curve import _median_distance, _sqdist, probe_rows
+
+    every = thumbnails(ds, np.arange(len(ds)))
+    rows = probe_rows(len(every))
+    sample = every[rows]
+    r2 = (probe * _median_distance(sample)) ** 2
+    d2 = _sqdist(sample, every)
+    d2[np.arange(len(rows)), rows] = np.inf  # not itself
+    return float((d2.min(1) <= r2).mean())
 
 
 def main_pixels(root: Path, n_train: int | None = None, only: list[str] | None = None) -> None:
@@ -177,7 +193,11 @@ def main_pixels(root: Path, n_train: int | None = None, only: list[str] | None =
         rows = [measure_pixels(name, overrides, root, n_train) for name, overrides in chosen]
         for row in rows:
             right = row["discounted"] == row["duplicates"]
-            alone = f" (subset alone {row['pixel_share_subset_only']:.3f})" if n_train else ""
+            alone = (
+                f" (subset alone {row['pixel_share_subset_only']:.3f}, among all {row['pixel_share_all_images']:.3f})"
+                if n_train
+                else ""
+            )
             print(f"{part:8s} {row['kind']:32s} frames {row['frames']}: pixel share {row['pixel_share']:.3f}{alone} -> "
                   f"{'discount' if row['discounted'] else 'no discount'} ({'right' if right else 'WRONG'})")  # fmt: skip
         summary[part] = rows
