@@ -388,7 +388,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
     st = setting(threads=args.threads)
     grid = curve_grid.settings((0.3, 0.5), thresholds=(0.3,) if args.oracle else (0.2, 0.3, 0.4, 0.5))
     table = []
-    probe = [f"strategy_params.mgral.curve_probe={args.probe}",
+    # --probe and --probe-share are the embedding probe's (the grid's results were measured with it)
+    probe = ["strategy_params.mgral.curve_probe_on=embeddings", f"strategy_params.mgral.curve_probe={args.probe}",
              f"strategy_params.mgral.curve_probe_share={args.probe_share}"]  # fmt: skip
     for t, a, r, rule in grid:
         options = mgral_options([*(["strategy_params.mgral.reward=oracle"] if args.oracle else []), *probe,

@@ -280,6 +280,15 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, pr
     assert state.get("curve/has_duplicates") and state.get("curve/probe_settings")["share"] == 0.0
     never = MgralStrategy(MgralOptions(curve_probe=0.0)).reward(ctx)  # type: ignore[arg-type]
     assert isinstance(never, CurveReward) and never.has_duplicates and never.emb is not None
+    if probe_on == "embeddings":  # it needs two unlabeled images' embeddings to run at all
+        return
+    # the probe's decision is kept even where this cycle's reward cannot discount (one unlabeled image)
+    last = SimpleNamespace(**{**vars(ctx), "state": StrategyState(MemoryStore(), "t"),
+                              "unlabeled": pool.unlabeled[:1], "predictions": inf.predictions[:1],
+                              "embeddings_unlabeled": inf.embeddings[:1]})  # fmt: skip
+    alone = other.reward(last)  # type: ignore[arg-type]
+    assert isinstance(alone, CurveReward) and not alone.has_duplicates and alone.probe_share >= 0.0
+    assert last.state.get("curve/has_duplicates") is True
 
 
 def test_the_probe_reads_a_fixed_subset_so_its_share_does_not_grow_with_the_pool():
@@ -351,6 +360,7 @@ def test_the_pixel_probe_compares_each_image_with_its_neighbours_in_the_pool_s_o
     labeled, unlabeled = every[::7], np.setdiff1d(every, every[::7])
     split = np.concatenate([unlabeled, labeled])
     assert data_duplicate_share(pool, split, 0.1) == 1.0  # type: ignore[arg-type]
+    assert data_duplicate_share(iid, np.concatenate([every, every]), 0.1) == 0.0  # type: ignore[arg-type]
 
 
 def test_the_pixel_probe_tells_videos_from_independent_images(tmp_path):

@@ -334,9 +334,10 @@ class MgralStrategy(Strategy):
                              emb_unlabeled=ctx.embeddings_unlabeled, emb_labeled=ctx.embeddings_labeled,
                              workdir=ctx.workdir, oracle=ctx.oracle if opts.reward == "oracle" else None,
                              progress=ctx.progress, has_duplicates=decided)  # fmt: skip
-        # a probe ran (redundancy on, a pool of more than one image): its first decision is kept
+        # a probe ran (redundancy on, a pool of more than one image): its first decision is kept. The
+        # decision is the probe's, not whether this cycle's reward discounts (it cannot with one image left)
         if isinstance(reward, CurveReward) and not np.isnan(reward.probe_share) and decided is None:
-            ctx.state.put("curve/has_duplicates", bool(reward.has_duplicates))
+            ctx.state.put("curve/has_duplicates", bool(reward.probe_share >= opts.probe_settings()["share"]))
             ctx.state.put("curve/probe_share", reward.probe_share)
             ctx.state.put("curve/probe_settings", opts.probe_settings())
         return reward
