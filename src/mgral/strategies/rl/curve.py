@@ -273,8 +273,8 @@ def data_duplicate_share(
     :func:`pixel_duplicate_share` of the thumbnails of a fixed subset of them, each also compared with its
     two neighbours in the pool's order (``order``; they are in the subset already when the pool has at
     most :data:`PROBE_IMAGES` images). The indices are sorted (and made unique) first, so the subset, and
-    the decision, depend on the pool alone, not on which of its images a seed labeled first. Only the subset's images and
-    their neighbours are read (at most 3,000 decodes whatever the pool's size)."""
+    the decision, depend on the pool alone, not on which of its images a seed labeled first. Only the
+    subset's images and their neighbours are read (at most 3,000 decodes whatever the pool's size)."""
     idx = np.unique(np.asarray(indices, np.int64))  # sorted, and an image given twice is read once
     rows = probe_rows(len(idx))
     thumbs = thumbnails(dataset, idx[rows])
