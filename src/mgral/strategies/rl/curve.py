@@ -255,9 +255,7 @@ def pixel_duplicate_share(thumbs: np.ndarray, probe: float, adjacent: np.ndarray
     if len(sub) < 2:
         return 0.0
     r2 = max((probe * _median_distance(sub)) ** 2, 1e-12)
-    d2 = _sqdist(sub, sub)
-    np.fill_diagonal(d2, np.inf)  # not itself
-    nearest = d2.min(1)
+    nearest = _nearest_other(sub)
     if adjacent is not None:
         adj = np.asarray(adjacent, np.float64)[rows][keep]
         da = ((adj - sub[:, None]) ** 2).sum(2)
@@ -304,10 +302,14 @@ def _probe_share(z: np.ndarray, r2: float) -> float:
     videos they do not (130 at 0.3; ``benchmarks/duplicate_radius.py``)."""
     if len(z) < 2:
         return 0.0
-    sample = z[probe_rows(len(z))]
-    d2 = _sqdist(sample, sample)
+    return float((_nearest_other(z[probe_rows(len(z))]) <= r2).mean())
+
+
+def _nearest_other(z: np.ndarray) -> np.ndarray:
+    """Each row's squared distance to the nearest other row of ``z`` (at most 1,000 rows: the probe's)."""
+    d2 = _sqdist(z, z)
     np.fill_diagonal(d2, np.inf)  # not itself
-    return float((d2.min(1) <= r2).mean())
+    return d2.min(1)
 
 
 def _scenes(emb: np.ndarray, emb_labeled: np.ndarray, r2: float) -> tuple[np.ndarray, np.ndarray]:
