@@ -7,5 +7,5 @@ device=${1:-cpu}
 out=benchmarks/results/agent_speed_${device}.jsonl
 : > "$out"
 for pool in 1000 16551 117000; do
-  .venv/bin/mgral bench agent --pool "$pool" --budget 1000 --device "$device" | tee -a "$out"
+  .venv/bin/mgral bench agent --pool "$pool" --budget 1000 --repeats 5 --device "$device" | tee -a "$out"
 done
