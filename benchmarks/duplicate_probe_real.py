@@ -74,39 +74,82 @@ def photos() -> list[Image.Image]:
     return out
 
 
-def pans(images: list[Image.Image], step: int) -> list[Image.Image]:
-    """Each photo as a video: FRAMES windows of WINDOW pixels, moving ``step`` pixels a frame."""
+def pans(
+    images: list[Image.Image], step: int, *, window: int = WINDOW, direction: tuple[int, int] = (1, 0),
+    flicker: bool = False,
+) -> list[Image.Image]:  # fmt: skip
+    """Each photo as a video: FRAMES windows of ``window`` pixels, moving ``step`` pixels a frame along
+    ``direction`` (x, y); ``flicker``: each frame's brightness scaled by a factor in [0.8, 1.2]."""
+    rng = np.random.default_rng(0)
     frames = []
+    sx, sy = step * direction[0], step * direction[1]
     for im in images:
-        span = step * (FRAMES - 1)
-        # 256 on the short side, wider where the pan needs it (no frame is clamped into a copy of another)
-        scale = max(256 / min(im.size), (WINDOW + span) / im.width)
+        # 256 on the short side, larger where the pan needs it (no frame is clamped into a copy of another)
+        scale = max(256 / min(im.size), (window + sx * (FRAMES - 1)) / im.width,
+                    (window + sy * (FRAMES - 1)) / im.height)  # fmt: skip
         im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
-        x0, y0 = (im.width - WINDOW - span) // 2, (im.height - WINDOW) // 2
+        x0 = (im.width - window - sx * (FRAMES - 1)) // 2
+        y0 = (im.height - window - sy * (FRAMES - 1)) // 2
         for f in range(FRAMES):
-            x = x0 + f * step
-            frames.append(im.crop((x, y0, x + WINDOW, y0 + WINDOW)))
+            x, y = x0 + f * sx, y0 + f * sy
+            frame = im.crop((x, y, x + window, y + window))
+            if flicker:
+                gain = rng.uniform(0.8, 1.2)
+                frame = Image.fromarray(
+                    np.clip(np.asarray(frame, np.float64) * gain, 0, 255).astype(np.uint8)
+                )
+            frames.append(frame)
     return frames
 
 
-def kinds() -> dict[str, list[Image.Image]]:
+def zooms(images: list[Image.Image], rate: float = 0.02) -> list[Image.Image]:
+    """Each photo as a slow zoom: FRAMES centred views, each ``rate`` more magnified than the one before
+    (a 192-px square at the first frame), resized to WINDOW."""
+    frames = []
+    for im in images:
+        scale = 256 / min(im.size)
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
+        for f in range(FRAMES):
+            half = 96 / (1 + rate) ** f
+            cx, cy = im.width / 2, im.height / 2
+            box = (round(cx - half), round(cy - half), round(cx + half), round(cy + half))
+            frames.append(im.crop(box).resize((WINDOW, WINDOW), Image.Resampling.BILINEAR))
+    return frames
+
+
+def kinds() -> dict[str, tuple[str, list[Image.Image]]]:
+    """name -> (part, images). ``set_on``: what the order comparison's rule was chosen on
+    (``preregistration_probe_order_shift.md``); ``held_out``: generated after that file was committed."""
     from sklearn.datasets import load_digits
 
     data = _skimage_data()
-    digits = [Image.fromarray((a * 255 / 16).astype(np.uint8)) for a in load_digits().images]
+    loaded = load_digits()
+    digits = [Image.fromarray((a * 255 / 16).astype(np.uint8)) for a in loaded.images]
     faces = [Image.fromarray((a * 255).astype(np.uint8)) for a in np.load(data / "lfw_subset.npy")]
     gif = Image.open(data / "no_time_for_that_tiny.gif")
     clip = []
     for k in range(gif.n_frames):
         gif.seek(k)
         clip.append(gif.convert("RGB"))
-    out = {"digits (real)": digits, "faces (real)": faces, "faces (real) and a GIF clip": faces + clip}
+    out = {"digits (real)": ("set_on", digits), "faces (real)": ("set_on", faces),
+           "faces (real) and a GIF clip": ("set_on", faces + clip)}  # fmt: skip
     ph = photos()
-    for step in (2, 4, 8, 16):
+    for step in (2, 4, 6, 8, 12, 16, 20, 28):
         frames = pans(ph, step)
-        out[f"photo pans, {step} px"] = frames
-        order = np.random.default_rng(0).permutation(len(frames))
-        out[f"photo pans, {step} px, shuffled"] = [frames[k] for k in order]
+        out[f"photo pans, {step} px"] = ("set_on", frames)
+        if step in (2, 4, 8, 16):
+            order = np.random.default_rng(0).permutation(len(frames))
+            out[f"photo pans, {step} px, shuffled"] = ("set_on", [frames[k] for k in order])
+    for step in (5, 11, 17):
+        out[f"vertical pans, 96-px window, {step} px"] = (
+            "held_out",
+            pans(ph, step, window=96, direction=(0, 1)),
+        )
+    out["diagonal pans, 7 px"] = ("held_out", pans(ph, 7, direction=(1, 1)))
+    out["slow zooms, 2% a frame"] = ("held_out", zooms(ph))
+    out["pans of 10 px, brightness flicker"] = ("held_out", pans(ph, 10, flicker=True))
+    by_label = np.argsort(loaded.target, kind="stable")
+    out["digits (real), sorted by label"] = ("held_out", [digits[k] for k in by_label])
     return out
 
 
@@ -195,22 +238,28 @@ def main() -> None:
 
     opts = MgralOptions()
     rows, probed = [], []
-    for name, images in kinds().items():
+    for name, (part, images) in kinds().items():
         ds = as_dataset(images, args.root / "".join(c if c.isalnum() else "-" for c in name))
         if not name.endswith("shuffled"):  # the same frames: the subset reads them alike
-            probed.append((name, not name.endswith("(real)"), ds))
+            probed.append((name, "(real)" not in name or "GIF" in name, ds))
         t0 = time.perf_counter()
-        share = data_duplicate_share(ds, np.arange(len(ds)), opts.curve_pixel_probe)
-        duplicates = not name.endswith("(real)")  # the clip's 24 frames are 11% of the 224 images
-        row = {"kind": name, "images": len(ds), "pixel_share": share, "duplicates": duplicates,
-               "discounted": bool(share >= opts.curve_pixel_probe_share), "seconds": time.perf_counter() - t0}  # fmt: skip
+        share = data_duplicate_share(
+            ds, np.arange(len(ds)), opts.curve_pixel_probe, order_probe=opts.curve_pixel_order_probe
+        )
+        seconds = time.perf_counter() - t0
+        alone = data_duplicate_share(ds, np.arange(len(ds)), opts.curve_pixel_probe, order=False)
+        duplicates = "(real)" not in name or "GIF" in name  # the clip's 24 frames are 11% of the 224 images
+        row = {"kind": name, "part": part, "images": len(ds), "pixel_share": share, "duplicates": duplicates,
+               "discounted": bool(share >= opts.curve_pixel_probe_share), "subset_only": alone, "seconds": seconds}  # fmt: skip
         rows.append(row)
         right = row["discounted"] == duplicates
-        print(f"{name:34s} {len(ds):5d} images: pixel share {share:.3f} -> "
+        print(f"{part:8s} {name:40s} {len(ds):5d} images: pixel share {share:.3f} (subset only {alone:.3f}) -> "
               f"{'discount' if row['discounted'] else 'no discount'} ({'right' if right else 'WRONG'})", flush=True)  # fmt: skip
-    result = {"probe": {"radius": opts.curve_pixel_probe, "share": opts.curve_pixel_probe_share},
+    result = {"probe": {"radius": opts.curve_pixel_probe, "share": opts.curve_pixel_probe_share,
+                        "order": opts.curve_pixel_order_probe},
               "frames_per_pan": FRAMES, "window": WINDOW, "kinds": rows,
-              "right": f"{sum(r['discounted'] == r['duplicates'] for r in rows)}/{len(rows)}"}  # fmt: skip
+              **{f"right_{part}": f"{sum(r['discounted'] == r['duplicates'] for r in rows if r['part'] == part)}/"
+                                  f"{sum(r['part'] == part for r in rows)}" for part in ("set_on", "held_out")}}  # fmt: skip
     if args.variants:
         both = [*synthetic_kinds(args.synthetic_root), *probed]
         for variant, nearest_of in (("plain", plain_nearest), ("shifted", shifted_nearest)):
@@ -225,7 +274,7 @@ def main() -> None:
                       f"with {with_:.3f} ({'separable' if with_ > without else 'not separable'})")  # fmt: skip
             result[variant] = table
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"right: {result['right']}; wrote {args.out}")
+    print(f"right: {result['right_set_on']} set on, {result['right_held_out']} held out; wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -154,13 +154,27 @@ def thumbnails(dataset: DetectionDataset, indices: Indices, side: int = 8) -> np
     ``float64[N, side * side]``. What near-duplicate detection compares: frames of one video stay close
     (a shift of a few pixels, new noise, another exposure), independent images do not. A flat image is the
     zero vector. Unreadable images raise :class:`InputError` naming them (:meth:`DetectionDataset.load_image`)."""
-    out = np.zeros((len(indices), side * side))
+    return normalised(grey_thumbnails(dataset, indices, (side,))[0].reshape(len(indices), side * side))
+
+
+def grey_thumbnails(dataset: DetectionDataset, indices: Indices, sides: Sequence[int]) -> list[np.ndarray]:
+    """Each image decoded once, as a box-filtered grey thumbnail of every size in ``sides``, the grey levels
+    as they are: one ``float64[N, side, side]`` per side."""
+    out = [np.zeros((len(indices), side, side)) for side in sides]
     for row, i in enumerate(indices):
-        grey = dataset.load_image(int(i)).convert("L").resize((side, side), Image.Resampling.BOX)
-        t = np.asarray(grey, np.float64).ravel()
-        t -= t.mean()
+        grey = dataset.load_image(int(i)).convert("L")
+        for arr, side in zip(out, sides):
+            arr[row] = np.asarray(grey.resize((side, side), Image.Resampling.BOX), np.float64)
+    return out
+
+
+def normalised(rows: np.ndarray) -> np.ndarray:
+    """Each row centred and scaled to unit norm; a flat row (norm under 1e-9 once centred) is zero."""
+    out = np.zeros(np.shape(rows))
+    for k, row in enumerate(np.asarray(rows, np.float64)):
+        t = row - row.mean()
         norm = float(np.linalg.norm(t))
-        out[row] = t / norm if norm > 1e-9 else 0.0
+        out[k] = t / norm if norm > 1e-9 else 0.0
     return out
 
 

@@ -23,6 +23,7 @@ from mgral.strategies.rl.curve import (
     _probe_share,
     class_counts,
     data_duplicate_share,
+    order_near_duplicates,
     pixel_duplicate_share,
     precision_recall,
     probe_rows,
@@ -340,7 +341,7 @@ class _Pictures:
 def test_the_pixel_probe_compares_each_image_with_its_neighbours_in_the_pool_s_order():
     """On a pool larger than the probe's subset, a frame's twin is rarely in the subset with it, but frames
     of a video usually sit next to each other in the pool's order: each sampled image is compared with its
-    two neighbours too. A pool of twin pairs in order reads 1; shuffled, about 1,000 / N, as the subset
+    two neighbours too (shifts allowed). A pool of twin pairs in order reads 1; shuffled, about 1,000 / N, as the subset
     alone reads it; independent images read 0 either way. Only the subset and its neighbours are read, and
     the split into labeled and unlabeled images does not matter."""
     rng = np.random.default_rng(0)
@@ -361,6 +362,42 @@ def test_the_pixel_probe_compares_each_image_with_its_neighbours_in_the_pool_s_o
     split = np.concatenate([unlabeled, labeled])
     assert data_duplicate_share(pool, split, 0.1) == 1.0  # type: ignore[arg-type]
     assert data_duplicate_share(iid, np.concatenate([every, every]), 0.1) == 0.0  # type: ignore[arg-type]
+
+
+def test_the_pixel_probe_sees_a_camera_pan_through_the_pool_s_order():
+    """A pan moves each frame further than the 8 x 8 thumbnails forgive (real photographs panned by 8 px a
+    frame of 128 read 0.000: benchmarks/duplicate_probe_real.py). Each image is also compared with its two
+    neighbours in the pool's order, with shifts of up to 2 cells of a 16 x 16 thumbnail: a pan in order is
+    seen; its frames shuffled, and independent images, are not; ``order_probe=0`` is the subset alone."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def texture() -> np.ndarray:  # a smooth random picture, 160 x 160
+        noise = Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8))
+        return np.asarray(noise.resize((160, 160), Image.Resampling.BICUBIC))
+
+    # 40 pans of 10 frames: a 64-px window moving 6 px a frame (1.5 cells of a 16 x 16 thumbnail)
+    pan = np.stack(
+        [t[40:104, 10 + 6 * f : 74 + 6 * f] for t in (texture() for _ in range(40)) for f in range(10)]
+    )
+    every = np.arange(len(pan))
+    alone = data_duplicate_share(_Pictures(pan), every, 0.1, order=False)  # type: ignore[arg-type]
+    assert alone < 0.05  # the 8 x 8 thumbnails alone miss it
+    assert data_duplicate_share(_Pictures(pan), every, 0.1, order_probe=0.0) == alone  # type: ignore[arg-type]
+    assert data_duplicate_share(_Pictures(pan), every, 0.1) > 0.5  # type: ignore[arg-type]
+    shuffled = _Pictures(pan[rng.permutation(len(pan))])
+    assert data_duplicate_share(shuffled, every, 0.1) < 0.05  # type: ignore[arg-type]
+    iid = _Pictures(np.stack([texture()[40:104, 40:104] for _ in range(len(pan))]))
+    assert data_duplicate_share(iid, every, 0.1) == 0.0  # type: ignore[arg-type]
+    # a neighbour that is flat, or missing (the ends of the pool), matches nothing
+    grey = np.stack([np.full((16, 16), 7.0), rng.normal(size=(16, 16))])
+    assert not order_near_duplicates(grey, np.full((2, 2, 16, 16), np.nan), 0.2).any()
+    assert not order_near_duplicates(grey, np.stack([grey[::-1], grey[::-1]], 1), 0.2).any()
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="curve_pixel_order_probe"):
+            MgralOptions(curve_pixel_order_probe=bad)
+    assert MgralOptions(curve_pixel_order_probe=0.3).probe_settings()["order"] == 0.3
 
 
 def test_the_pixel_probe_tells_videos_from_independent_images(tmp_path):

@@ -44,7 +44,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torchvision.ops import box_iou
 
-from mgral.data.dataset import DetectionDataset, thumbnails
+from mgral.data.dataset import DetectionDataset, grey_thumbnails, normalised
 from mgral.data.structures import Prediction
 
 
@@ -237,12 +237,19 @@ def probe_rows(n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).permutation(n)[:PROBE_IMAGES])
 
 
-def pixel_duplicate_share(thumbs: np.ndarray, probe: float, adjacent: np.ndarray | None = None) -> float:
+# The pixel probe's comparison with the pool-order neighbours: 16 x 16 grey thumbnails, the central 12 x 12
+# of an image against every shift of up to 2 cells (an eighth of the width each way) of its neighbour's, so
+# that a camera pan of up to about a fifth of the width per frame stays a near-duplicate
+# (benchmarks/duplicate_probe_real.py; docs/design.md, "The curve reward")
+ORDER_SIDE, ORDER_SHIFT = 16, 2
+
+
+def pixel_duplicate_share(thumbs: np.ndarray, probe: float, near_in_order: np.ndarray | None = None) -> float:
     """Does the data have near-duplicates, judged on the images themselves? ``thumbs`` (float[N, D]):
     images as normalised grey thumbnails (:func:`mgral.data.dataset.thumbnails`); of a pool, use
     :func:`data_duplicate_share`. Of the rows :func:`probe_rows`, the share with another of them closer
-    than ``probe`` x the median distance of two of them, or (``adjacent``, float[N, 2, D]: each image's two
-    neighbours in the pool's order, zero rows where there is none) with one of its neighbours. Flat images
+    than ``probe`` x the median distance of two of them, or (``near_in_order``, bool[N], from
+    :func:`order_near_duplicates`) a near-duplicate among its neighbours in the pool's order. Flat images
     (the zero thumbnail) are left out: a few blank frames are each other's twins, and would turn the
     discount on for a whole pool. Where more than half the pairs are identical the radius is 0 and exact
     copies count. Unlike the detector's embedding, which maps independent images of one kind close
@@ -255,36 +262,70 @@ def pixel_duplicate_share(thumbs: np.ndarray, probe: float, adjacent: np.ndarray
     if len(sub) < 2:
         return 0.0
     r2 = max((probe * _median_distance(sub)) ** 2, 1e-12)
-    nearest = _nearest_other(sub)
-    if adjacent is not None:
-        adj = np.asarray(adjacent, np.float64)[rows][keep]
-        da = ((adj - sub[:, None]) ** 2).sum(2)
-        da[np.linalg.norm(adj, axis=2) == 0] = np.inf  # no neighbour there, or a flat one
-        nearest = np.minimum(nearest, da.min(1))
-    return float((nearest <= r2).mean())
+    found = _nearest_other(sub) <= r2
+    if near_in_order is not None:
+        found |= np.asarray(near_in_order, bool)[rows][keep]
+    return float(found.mean())
+
+
+def order_near_duplicates(grey: np.ndarray, neighbours: np.ndarray, probe: float) -> np.ndarray:
+    """Which images have a near-duplicate among their neighbours in the pool's order, allowing for a
+    shift: ``grey`` (float[N, S, S], :data:`ORDER_SIDE`-sided grey thumbnails), ``neighbours``
+    (float[N, 2, S, S], each image's two neighbours, NaN where there is none). An image's central crop is
+    compared with every crop of a neighbour shifted by up to :data:`ORDER_SHIFT` cells (each centred and
+    scaled to unit norm), and the closest counts when it is within ``probe`` x the median distance of two
+    of the N images' central crops. Flat crops match nothing. Only two comparisons per image, so
+    independent images, whose neighbours are as unrelated as any two, stay apart even with the shifts that
+    bring a pan's frames together."""
+    n, side = len(grey), grey.shape[-1]
+    if n < 2:
+        return np.zeros(n, bool)
+    m = ORDER_SHIFT
+
+    def crops(t: np.ndarray, dy: int, dx: int) -> np.ndarray:
+        return normalised(t[:, m + dy : side - m + dy, m + dx : side - m + dx].reshape(len(t), -1))
+
+    centre = crops(grey, 0, 0)
+    r2 = max((probe * _median_distance(centre)) ** 2, 1e-12)
+    best = np.full(n, np.inf)
+    for k in range(neighbours.shape[1]):
+        other = neighbours[:, k]
+        there = ~np.isnan(other).any(axis=(1, 2))
+        for dy in range(-m, m + 1):
+            for dx in range(-m, m + 1):
+                shifted = crops(np.nan_to_num(other), dy, dx)
+                d2 = ((centre - shifted) ** 2).sum(1)
+                d2[~there | (np.linalg.norm(shifted, axis=1) == 0)] = np.inf
+                best = np.minimum(best, d2)
+    best[np.linalg.norm(centre, axis=1) == 0] = np.inf
+    return best <= r2
 
 
 def data_duplicate_share(
-    dataset: DetectionDataset, indices: np.ndarray, probe: float, *, order: bool = True
-) -> float:
+    dataset: DetectionDataset, indices: np.ndarray, probe: float, *, order: bool = True,
+    order_probe: float = 0.2,
+) -> float:  # fmt: skip
     """The pixel probe on the images ``indices`` of ``dataset`` (a pool: labeled and unlabeled together):
     :func:`pixel_duplicate_share` of the thumbnails of a fixed subset of them, each also compared with its
-    two neighbours in the pool's order (``order``; they are in the subset already when the pool has at
-    most :data:`PROBE_IMAGES` images). The indices are sorted (and made unique) first, so the subset, and
-    the decision, depend on the pool alone, not on which of its images a seed labeled first. Only the
-    subset's images and their neighbours are read (at most 3,000 decodes whatever the pool's size)."""
+    two neighbours in the pool's order, shifts allowed (``order``, :func:`order_near_duplicates` within
+    ``order_probe`` x their median distance; 0: not). The indices are sorted (and made unique) first, so
+    the subset, and the decision, depend on the pool alone, not on which of its images a seed labeled first.
+    Only the subset's images and their neighbours are read, each once (at most 3,000 decodes whatever the
+    pool's size)."""
     idx = np.unique(np.asarray(indices, np.int64))  # sorted, and an image given twice is read once
     rows = probe_rows(len(idx))
-    thumbs = thumbnails(dataset, idx[rows])
-    if not order or len(rows) == len(idx):
-        return pixel_duplicate_share(thumbs, probe)
+    if not order or order_probe <= 0:
+        (small,) = grey_thumbnails(dataset, idx[rows], (8,))
+        return pixel_duplicate_share(normalised(small.reshape(len(rows), -1)), probe)
     side = np.stack([rows - 1, rows + 1], 1)  # positions in the sorted pool
     valid = (side >= 0) & (side < len(idx))
-    read = np.unique(side[valid])
-    near = thumbnails(dataset, idx[read])
-    adjacent = np.zeros((len(rows), 2, thumbs.shape[1]))
-    adjacent[valid] = near[np.searchsorted(read, side[valid])]
-    return pixel_duplicate_share(thumbs, probe, adjacent)
+    read = np.union1d(rows, side[valid])
+    small, grey = grey_thumbnails(dataset, idx[read], (8, ORDER_SIDE))
+    at = np.searchsorted(read, rows)
+    neighbours = np.full((len(rows), 2, ORDER_SIDE, ORDER_SIDE), np.nan)
+    neighbours[valid] = grey[np.searchsorted(read, side[valid])]
+    near = order_near_duplicates(grey[at], neighbours, order_probe)
+    return pixel_duplicate_share(normalised(small[at].reshape(len(rows), -1)), probe, near)
 
 
 def _median_distance(z: np.ndarray) -> float:
@@ -341,6 +382,9 @@ __all__ = [
     "class_counts",
     "PROBE_IMAGES",
     "data_duplicate_share",
+    "order_near_duplicates",
+    "ORDER_SHIFT",
+    "ORDER_SIDE",
     "pixel_duplicate_share",
     "probe_rows",
     "precision_recall",
