@@ -142,7 +142,9 @@ def measure_pixels(name: str, overrides: list[str], root: Path, n_train: int | N
     ds, _ = load_run_data(cfg.data, folder / "data")
     opts = MgralOptions()
     t0 = time.perf_counter()
-    share = data_duplicate_share(ds, np.arange(len(ds)), opts.curve_pixel_probe)
+    share = data_duplicate_share(
+        ds, np.arange(len(ds)), opts.curve_pixel_probe, order_probe=opts.curve_pixel_order_probe
+    )
     seconds = time.perf_counter() - t0
     s = cfg.data.synthetic
     frames = spec_for(s.difficulty, **s.options).frames
@@ -183,7 +185,8 @@ def main_pixels(root: Path, n_train: int | None = None, only: list[str] | None =
             "radius": o.curve_pixel_probe,
             "share": o.curve_pixel_probe_share,
             "thumbnail": "8 x 8 grey",
-            "images_read": PROBE_IMAGES,
+            "order": o.curve_pixel_order_probe,
+            "subset": PROBE_IMAGES,  # compared with each other; with their neighbours in order, up to 3x read
         },
         "n_train": n_train,
         "only": only,

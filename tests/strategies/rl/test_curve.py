@@ -292,6 +292,35 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, pr
     assert last.state.get("curve/has_duplicates") is True
 
 
+def test_a_pixel_decision_kept_before_the_order_comparison_is_read_as_its_rule(setting, tmp_path):
+    """Pixel-probe settings stored before ``curve_pixel_order_probe`` existed hold no ``order``: they were
+    probed without shifts, so they are read as ``order=0``. With that option the stored decision is kept
+    (a resumed run selects as it did); with the default, the data is probed again."""
+    from types import SimpleNamespace
+
+    from mgral.strategies.base import MemoryStore, StrategyState
+    from mgral.strategies.rl.agent import MgralStrategy
+
+    spec, pool, view, inf, emb_l = setting
+    state = StrategyState(MemoryStore(), "s")
+    ctx = SimpleNamespace(workdir=tmp_path, state=state, training=spec, dataset=view, labeled=pool.labeled,
+                          unlabeled=pool.unlabeled, seed=0, cycle=0, predictions=inf.predictions,
+                          embeddings_unlabeled=inf.embeddings, embeddings_labeled=emb_l, oracle=None,
+                          progress=False)  # fmt: skip
+    probed = MgralStrategy(MgralOptions()).reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(probed, CurveReward)
+    legacy = {"on": "pixels", "radius": 0.1, "share": 0.05}
+    state.put("curve/probe_settings", legacy)
+    state.put("curve/has_duplicates", not probed.has_duplicates)  # the old rule's decision, say
+    old_rule = MgralStrategy(MgralOptions(curve_pixel_order_probe=0.0)).reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(old_rule, CurveReward) and old_rule.has_duplicates == (not probed.has_duplicates)
+    assert np.isnan(old_rule.probe_share)  # not probed again
+    assert state.get("curve/probe_settings") == legacy
+    again = MgralStrategy(MgralOptions()).reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(again, CurveReward) and again.has_duplicates == probed.has_duplicates
+    assert again.probe_share == probed.probe_share and state.get("curve/probe_settings")["order"] == 0.2
+
+
 def test_the_probe_reads_a_fixed_subset_so_its_share_does_not_grow_with_the_pool():
     """The probe compares the images of a fixed random subset of 1,000 with each other. Searching among all
     N images would find chance neighbours of independent images ever closer as N grows, and the share that
@@ -390,10 +419,24 @@ def test_the_pixel_probe_sees_a_camera_pan_through_the_pool_s_order():
     assert data_duplicate_share(shuffled, every, 0.1) < 0.05  # type: ignore[arg-type]
     iid = _Pictures(np.stack([texture()[40:104, 40:104] for _ in range(len(pan))]))
     assert data_duplicate_share(iid, every, 0.1) == 0.0  # type: ignore[arg-type]
-    # a neighbour that is flat, or missing (the ends of the pool), matches nothing
-    grey = np.stack([np.full((16, 16), 7.0), rng.normal(size=(16, 16))])
-    assert not order_near_duplicates(grey, np.full((2, 2, 16, 16), np.nan), 0.2).any()
-    assert not order_near_duplicates(grey, np.stack([grey[::-1], grey[::-1]], 1), 0.2).any()
+    # blank frames neither match each other nor set the scale: a pan with 50 of them reads as the pan alone
+    blank = np.full((50, 64, 64), 90, np.uint8)
+    with_blanks = _Pictures(np.concatenate([pan, blank]))
+    share = data_duplicate_share(_Pictures(pan), every, 0.1)  # type: ignore[arg-type]
+    assert data_duplicate_share(with_blanks, np.arange(len(pan) + 50), 0.1) == share  # type: ignore[arg-type]
+    # two flat frames side by side in the pool's order, between textured ones, are no pair; a missing
+    # neighbour (the ends of the pool) matches nothing
+    grey = np.stack(
+        [rng.normal(size=(16, 16)), np.full((16, 16), 7.0), np.full((16, 16), 7.0), rng.normal(size=(16, 16))]
+    )
+    nan = np.full((16, 16), np.nan)
+    neighbours = np.stack([np.stack([nan, grey[1]]), np.stack([grey[0], grey[2]]), np.stack([grey[1], grey[3]]),
+                           np.stack([grey[2], nan])])  # fmt: skip
+    assert not order_near_duplicates(grey, neighbours, 0.2).any()
+    assert order_near_duplicates(grey, np.stack([grey, grey], 1), 0.2)[[0, 3]].all()  # itself: a twin
+    # no pool, or one image: nothing to compare
+    assert data_duplicate_share(_Pictures(pan), np.zeros(0, np.int64), 0.1) == 0.0  # type: ignore[arg-type]
+    assert data_duplicate_share(_Pictures(pan), np.array([3]), 0.1) == 0.0  # type: ignore[arg-type]
     for bad in (-0.1, float("nan")):
         with pytest.raises(ValueError, match="curve_pixel_order_probe"):
             MgralOptions(curve_pixel_order_probe=bad)

@@ -43,6 +43,7 @@ from mgral.data.structures import Prediction
 from mgral.metrics.voc import evaluate_voc_dataset
 from mgral.strategies.base import Selection, SelectionContext, Strategy, TrainingSpec, register_strategy
 from mgral.strategies.rl.curve import (
+    ORDER_PROBE,
     CurveConfig,
     CurveReward,
     class_counts,
@@ -123,15 +124,16 @@ class MgralOptions:
     # the median distance of two 8 x 8 grey thumbnails; "embeddings" (the rule before), at least
     # curve_probe_share within curve_probe x the median distance of the detector's embeddings. The pixel
     # probe (with curve_pixel_order_probe: real pans too) decided right on 17 generated kinds of 17 and on
-    # 7 held-out real or filmed kinds of 7 (benchmarks/duplicate_probe_real.py), the embedding probe on
+    # 8 held-out kinds of 8 (real, filmed or generated) (benchmarks/duplicate_probe_real.py), the embedding probe on
     # 5 of 7 (it discounts the i.i.d. digits and easy shapes); both agree on the two benchmark pools
     # (docs/design.md, "The curve reward"; benchmarks/duplicate_probe.py)
     curve_probe_on: Literal["pixels", "embeddings"] = "pixels"
     curve_pixel_probe: float = 0.1
     curve_pixel_probe_share: float = 0.05
     # pixels: an image also counts when a neighbour in the pool's order is within this x the median distance
-    # of two 16 x 16 thumbnails, shifts of up to 2 cells allowed (camera pans; 0: no such comparison)
-    curve_pixel_order_probe: float = 0.2
+    # of two images' central 12 x 12 of their 16 x 16 thumbnails, shifts of up to 2 cells allowed (camera
+    # pans; 0: the rule before it, without shifts)
+    curve_pixel_order_probe: float = ORDER_PROBE
     curve_probe: float = 0.25
     curve_probe_share: float = 0.01
     # curve, duplicates=scenes: None, an image's share of its scene; rho in [0, 1], the scene worth its
@@ -334,6 +336,8 @@ class MgralStrategy(Strategy):
         decided = None
         if opts.probing() and ctx.state.get("curve/has_duplicates") is not None:
             stored = ctx.state.get("curve/probe_settings")  # None: a state written before it was kept
+            if isinstance(stored, dict) and stored.get("on") == "pixels" and "order" not in stored:
+                stored = {**stored, "order": 0.0}  # kept before the comparison with shifts: the rule then
             if stored is None or stored == opts.probe_settings():
                 decided = bool(ctx.state.get("curve/has_duplicates"))
             else:

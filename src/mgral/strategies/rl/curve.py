@@ -239,22 +239,27 @@ def probe_rows(n: int) -> np.ndarray:
 
 # The pixel probe's comparison with the pool-order neighbours: 16 x 16 grey thumbnails, the central 12 x 12
 # of an image against every shift of up to 2 cells (an eighth of the width each way) of its neighbour's, so
-# that a camera pan of up to about a fifth of the width per frame stays a near-duplicate
+# that a camera pan of up to about a sixth of the width per frame stays a near-duplicate
 # (benchmarks/duplicate_probe_real.py; docs/design.md, "The curve reward")
 ORDER_SIDE, ORDER_SHIFT = 16, 2
+ORDER_PROBE = 0.2  # the default radius of that comparison (MgralOptions.curve_pixel_order_probe)
 
 
-def pixel_duplicate_share(thumbs: np.ndarray, probe: float, near_in_order: np.ndarray | None = None) -> float:
+def pixel_duplicate_share(
+    thumbs: np.ndarray, probe: float, adjacent: np.ndarray | None = None, near_in_order: np.ndarray | None = None
+) -> float:  # fmt: skip
     """Does the data have near-duplicates, judged on the images themselves? ``thumbs`` (float[N, D]):
     images as normalised grey thumbnails (:func:`mgral.data.dataset.thumbnails`); of a pool, use
     :func:`data_duplicate_share`. Of the rows :func:`probe_rows`, the share with another of them closer
-    than ``probe`` x the median distance of two of them, or (``near_in_order``, bool[N], from
-    :func:`order_near_duplicates`) a near-duplicate among its neighbours in the pool's order. Flat images
-    (the zero thumbnail) are left out: a few blank frames are each other's twins, and would turn the
-    discount on for a whole pool. Where more than half the pairs are identical the radius is 0 and exact
-    copies count. Unlike the detector's embedding, which maps independent images of one kind close
-    together (the i.i.d. digits: 5-13% of the images within 0.25 x its median distance), a thumbnail keeps
-    what a frame shares with its neighbour in a video, and only that (``benchmarks/duplicate_probe.py``)."""
+    than ``probe`` x the median distance of two of them, or with one of its neighbours in the pool's order
+    as close (``adjacent``, float[N, 2, D]: their thumbnails, zero rows where there is none), or with a
+    near-duplicate among those neighbours once shifts are allowed (``near_in_order``, bool[N], from
+    :func:`order_near_duplicates`). Flat images (the zero thumbnail) are left out: a few blank frames are
+    each other's twins, and would turn the discount on for a whole pool. Where more than half the pairs are
+    identical the radius is 0 and exact copies count. Unlike the detector's embedding, which maps
+    independent images of one kind close together (the i.i.d. digits: 5-13% of the images within 0.25 x
+    its median distance), a thumbnail keeps what a frame shares with its neighbour in a video, and only
+    that (``benchmarks/duplicate_probe.py``)."""
     rows = probe_rows(len(thumbs))
     sub = np.asarray(thumbs, np.float64)[rows]
     keep = np.linalg.norm(sub, axis=1) > 0
@@ -262,7 +267,13 @@ def pixel_duplicate_share(thumbs: np.ndarray, probe: float, near_in_order: np.nd
     if len(sub) < 2:
         return 0.0
     r2 = max((probe * _median_distance(sub)) ** 2, 1e-12)
-    found = _nearest_other(sub) <= r2
+    nearest = _nearest_other(sub)
+    if adjacent is not None:
+        adj = np.asarray(adjacent, np.float64)[rows][keep]
+        da = ((adj - sub[:, None]) ** 2).sum(2)
+        da[np.linalg.norm(adj, axis=2) == 0] = np.inf  # no neighbour there, or a flat one
+        nearest = np.minimum(nearest, da.min(1))
+    found = nearest <= r2
     if near_in_order is not None:
         found |= np.asarray(near_in_order, bool)[rows][keep]
     return float(found.mean())
@@ -286,7 +297,10 @@ def order_near_duplicates(grey: np.ndarray, neighbours: np.ndarray, probe: float
         return normalised(t[:, m + dy : side - m + dy, m + dx : side - m + dx].reshape(len(t), -1))
 
     centre = crops(grey, 0, 0)
-    r2 = max((probe * _median_distance(centre)) ** 2, 1e-12)
+    textured = np.linalg.norm(centre, axis=1) > 0  # flat crops match nothing, nor set the scale
+    if textured.sum() < 2:
+        return np.zeros(n, bool)
+    r2 = max((probe * _median_distance(centre[textured])) ** 2, 1e-12)
     best = np.full(n, np.inf)
     for k in range(neighbours.shape[1]):
         other = neighbours[:, k]
@@ -297,35 +311,42 @@ def order_near_duplicates(grey: np.ndarray, neighbours: np.ndarray, probe: float
                 d2 = ((centre - shifted) ** 2).sum(1)
                 d2[~there | (np.linalg.norm(shifted, axis=1) == 0)] = np.inf
                 best = np.minimum(best, d2)
-    best[np.linalg.norm(centre, axis=1) == 0] = np.inf
+    best[~textured] = np.inf
     return best <= r2
 
 
 def data_duplicate_share(
     dataset: DetectionDataset, indices: np.ndarray, probe: float, *, order: bool = True,
-    order_probe: float = 0.2,
+    order_probe: float = ORDER_PROBE,
 ) -> float:  # fmt: skip
     """The pixel probe on the images ``indices`` of ``dataset`` (a pool: labeled and unlabeled together):
-    :func:`pixel_duplicate_share` of the thumbnails of a fixed subset of them, each also compared with its
-    two neighbours in the pool's order, shifts allowed (``order``, :func:`order_near_duplicates` within
-    ``order_probe`` x their median distance; 0: not). The indices are sorted (and made unique) first, so
-    the subset, and the decision, depend on the pool alone, not on which of its images a seed labeled first.
-    Only the subset's images and their neighbours are read, each once (at most 3,000 decodes whatever the
-    pool's size)."""
+    :func:`pixel_duplicate_share` of the 8 x 8 thumbnails of a fixed subset of them, each also compared
+    with its two neighbours in the pool's order (``order``): as 8 x 8 thumbnails within ``probe``, and with
+    shifts (:func:`order_near_duplicates`) within ``order_probe`` (0: not). The indices are sorted (and
+    made unique) first, so the subset, and the decision, depend on the pool alone, not on which of its
+    images a seed labeled first. Only the subset's images and their neighbours are read, each once (at most
+    3,000 decodes whatever the pool's size)."""
     idx = np.unique(np.asarray(indices, np.int64))  # sorted, and an image given twice is read once
+    if len(idx) < 2:
+        return 0.0
     rows = probe_rows(len(idx))
-    if not order or order_probe <= 0:
+    if not order:
         (small,) = grey_thumbnails(dataset, idx[rows], (8,))
-        return pixel_duplicate_share(normalised(small.reshape(len(rows), -1)), probe)
+        return pixel_duplicate_share(normalised(small.reshape(len(rows), 64)), probe)
     side = np.stack([rows - 1, rows + 1], 1)  # positions in the sorted pool
     valid = (side >= 0) & (side < len(idx))
     read = np.union1d(rows, side[valid])
     small, grey = grey_thumbnails(dataset, idx[read], (8, ORDER_SIDE))
-    at = np.searchsorted(read, rows)
-    neighbours = np.full((len(rows), 2, ORDER_SIDE, ORDER_SIDE), np.nan)
-    neighbours[valid] = grey[np.searchsorted(read, side[valid])]
-    near = order_near_duplicates(grey[at], neighbours, order_probe)
-    return pixel_duplicate_share(normalised(small[at].reshape(len(rows), -1)), probe, near)
+    thumbs = normalised(small.reshape(len(read), 64))
+    at, beside = np.searchsorted(read, rows), np.searchsorted(read, side[valid])
+    adjacent = np.zeros((len(rows), 2, 64))
+    adjacent[valid] = thumbs[beside]
+    near = None
+    if order_probe > 0:
+        neighbours = np.full((len(rows), 2, ORDER_SIDE, ORDER_SIDE), np.nan)
+        neighbours[valid] = grey[beside]
+        near = order_near_duplicates(grey[at], neighbours, order_probe)
+    return pixel_duplicate_share(thumbs[at], probe, adjacent, near)
 
 
 def _median_distance(z: np.ndarray) -> float:
@@ -383,6 +404,7 @@ __all__ = [
     "PROBE_IMAGES",
     "data_duplicate_share",
     "order_near_duplicates",
+    "ORDER_PROBE",
     "ORDER_SHIFT",
     "ORDER_SIDE",
     "pixel_duplicate_share",
