@@ -381,6 +381,8 @@ def test_the_pixel_probe_compares_each_image_with_its_neighbours_in_the_pool_s_o
     every = np.arange(2400)
     assert data_duplicate_share(pool, every, 0.1) == 1.0  # type: ignore[arg-type]
     assert pool.read <= 3 * PROBE_IMAGES
+    # without shifts too: the comparison on the 8 x 8 thumbnails is kept under the one with shifts
+    assert data_duplicate_share(pool, every, 0.1, order_probe=0.0) == 1.0  # type: ignore[arg-type]
     alone = data_duplicate_share(pool, every, 0.1, order=False)  # type: ignore[arg-type]
     assert 0.3 < alone < 0.55  # a twin in the subset: about 999 / 2,399
     shuffled = _Pictures(pairs[rng.permutation(2400)])

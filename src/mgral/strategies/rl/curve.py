@@ -339,8 +339,10 @@ def data_duplicate_share(
     small, grey = grey_thumbnails(dataset, idx[read], (8, ORDER_SIDE))
     thumbs = normalised(small.reshape(len(read), 64))
     at, beside = np.searchsorted(read, rows), np.searchsorted(read, side[valid])
-    adjacent = np.zeros((len(rows), 2, 64))
-    adjacent[valid] = thumbs[beside]
+    adjacent = None  # the whole pool is the subset: the search among it holds these pairs already
+    if len(rows) < len(idx):
+        adjacent = np.zeros((len(rows), 2, 64))
+        adjacent[valid] = thumbs[beside]
     near = None
     if order_probe > 0:
         neighbours = np.full((len(rows), 2, ORDER_SIDE, ORDER_SIDE), np.nan)
