@@ -237,6 +237,20 @@ def test_the_probe_turns_the_discount_off_on_data_without_duplicates():
             replace(probed, **bad)
 
 
+def _probe_context(setting, tmp_path):
+    """A selection context over the module's setting with a fresh strategy state (what the agent's
+    ``reward`` reads)."""
+    from types import SimpleNamespace
+
+    from mgral.strategies.base import MemoryStore, StrategyState
+
+    spec, pool, view, inf, emb_l = setting
+    return SimpleNamespace(workdir=tmp_path, state=StrategyState(MemoryStore(), "s"), training=spec, dataset=view,
+                           labeled=pool.labeled, unlabeled=pool.unlabeled, seed=0, cycle=0,
+                           predictions=inf.predictions, embeddings_unlabeled=inf.embeddings,
+                           embeddings_labeled=emb_l, oracle=None, progress=False)  # fmt: skip
+
+
 @pytest.mark.parametrize("probe_on", ["pixels", "embeddings"])
 def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, probe_on):
     """The first selection's probe (on the images' thumbnails, or on the detector's embeddings) decides
@@ -249,12 +263,8 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, pr
     from mgral.strategies.base import MemoryStore, StrategyState
     from mgral.strategies.rl.agent import MgralStrategy
 
-    spec, pool, view, inf, emb_l = setting
-    state = StrategyState(MemoryStore(), "s")
-    ctx = SimpleNamespace(workdir=tmp_path, state=state, training=spec, dataset=view, labeled=pool.labeled,
-                          unlabeled=pool.unlabeled, seed=0, cycle=0, predictions=inf.predictions,
-                          embeddings_unlabeled=inf.embeddings, embeddings_labeled=emb_l, oracle=None,
-                          progress=False)  # fmt: skip
+    ctx = _probe_context(setting, tmp_path)
+    state = ctx.state
     opts = MgralOptions(curve_probe_on=probe_on)
     strategy = MgralStrategy(opts)
     first = strategy.reward(ctx)  # type: ignore[arg-type]
@@ -263,8 +273,8 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, pr
     assert share == first.probe_share and not np.isnan(share)
     assert state.get("curve/probe_settings") == opts.probe_settings()
     if probe_on == "pixels":  # the share of the data's images, whichever of them a seed labeled first
-        every = np.concatenate([pool.unlabeled, pool.labeled])
-        assert share == data_duplicate_share(view, every[::-1], opts.curve_pixel_probe)
+        every = np.concatenate([ctx.unlabeled, ctx.labeled])
+        assert share == data_duplicate_share(ctx.dataset, every[::-1], opts.curve_pixel_probe)
         assert first.has_duplicates == (share >= opts.curve_pixel_probe_share)
     assert state.get("curve/has_duplicates") == first.has_duplicates
     state.put("curve/has_duplicates", not first.has_duplicates)  # as if the first cycle had decided otherwise
@@ -285,8 +295,8 @@ def test_the_agent_decides_on_duplicates_once_and_keeps_it(setting, tmp_path, pr
         return
     # the probe's decision is kept even where this cycle's reward cannot discount (one unlabeled image)
     last = SimpleNamespace(**{**vars(ctx), "state": StrategyState(MemoryStore(), "t"),
-                              "unlabeled": pool.unlabeled[:1], "predictions": inf.predictions[:1],
-                              "embeddings_unlabeled": inf.embeddings[:1]})  # fmt: skip
+                              "unlabeled": ctx.unlabeled[:1], "predictions": ctx.predictions[:1],
+                              "embeddings_unlabeled": ctx.embeddings_unlabeled[:1]})  # fmt: skip
     alone = other.reward(last)  # type: ignore[arg-type]
     assert isinstance(alone, CurveReward) and not alone.has_duplicates and alone.probe_share >= 0.0
     assert last.state.get("curve/has_duplicates") is True
@@ -296,17 +306,10 @@ def test_a_pixel_decision_kept_before_the_order_comparison_is_read_as_its_rule(s
     """Pixel-probe settings stored before ``curve_pixel_order_probe`` existed hold no ``order``: they were
     probed without shifts, so they are read as ``order=0``. With that option the stored decision is kept
     (a resumed run selects as it did); with the default, the data is probed again."""
-    from types import SimpleNamespace
-
-    from mgral.strategies.base import MemoryStore, StrategyState
     from mgral.strategies.rl.agent import MgralStrategy
 
-    spec, pool, view, inf, emb_l = setting
-    state = StrategyState(MemoryStore(), "s")
-    ctx = SimpleNamespace(workdir=tmp_path, state=state, training=spec, dataset=view, labeled=pool.labeled,
-                          unlabeled=pool.unlabeled, seed=0, cycle=0, predictions=inf.predictions,
-                          embeddings_unlabeled=inf.embeddings, embeddings_labeled=emb_l, oracle=None,
-                          progress=False)  # fmt: skip
+    ctx = _probe_context(setting, tmp_path)
+    state = ctx.state
     probed = MgralStrategy(MgralOptions()).reward(ctx)  # type: ignore[arg-type]
     assert isinstance(probed, CurveReward)
     legacy = {"on": "pixels", "radius": 0.1, "share": 0.05}
