@@ -180,17 +180,15 @@ def shifted_nearest(ds: Any, side: int = 16, margin: int = 2) -> np.ndarray:
     """Of the probe's rows of ``ds``, each image's nearest other under shifts of up to ``margin`` cells (the
     central crop against every shifted crop of the other, normalised), in units of the median unshifted
     distance of two images."""
+    from mgral.data.dataset import grey_thumbnails, normalised
     from mgral.strategies.rl.curve import probe_rows
 
-    rows = probe_rows(len(ds))
-    t = np.stack([np.asarray(ds.load_image(int(i)).convert("L").resize((side, side), Image.Resampling.BOX),
-                             np.float64) for i in rows])  # fmt: skip
+    (t,) = grey_thumbnails(ds, probe_rows(len(ds)), (side,))
 
     def crop(dy: int, dx: int) -> np.ndarray:
-        x = t[:, margin + dy : side - margin + dy, margin + dx : side - margin + dx].reshape(len(t), -1)
-        x = x - x.mean(1, keepdims=True)
-        n = np.linalg.norm(x, axis=1, keepdims=True)
-        return np.where(n > 1e-9, x / np.maximum(n, 1e-12), 0.0)
+        return normalised(
+            t[:, margin + dy : side - margin + dy, margin + dx : side - margin + dx].reshape(len(t), -1)
+        )
 
     centre = crop(0, 0)
     plain = centre @ centre.T
