@@ -126,29 +126,43 @@ def measure(name: str, overrides: list[str], seed: int, root: Path) -> dict[str,
             "true_share": float((sizes[scene] > 1).mean()), "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
+def folder_name(name: str) -> str:
+    """A kind's name as a folder name."""
+    return "".join(c if c.isalnum() else "-" for c in name)
+
+
+def load_kind(
+    name: str, overrides: list[str], root: Path, n_train: int | None = None
+) -> tuple[Any, int, np.ndarray]:
+    """One kind of synthetic data (generated under ``root`` once, then read): the dataset, its frames per
+    scene and every image's scene id (the generator's truth, read by benchmarks only). ``n_train``: a pool
+    of that many images instead of the preset's 1,000."""
+    from mgral.config import load_config
+    from mgral.data.sources import load_run_data
+    from mgral.data.synthetic import scenes, spec_for
+
+    size = [f"data.synthetic.n_train={n_train}"] if n_train else []
+    cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false", *overrides, *size])
+    ds, _ = load_run_data(cfg.data, root / (folder_name(name) + (f"-n{n_train}" if n_train else "")) / "data")
+    s = cfg.data.synthetic
+    frames = spec_for(s.difficulty, **s.options).frames
+    return ds, frames, scenes(s.seed, len(ds), frames)
+
+
 def measure_pixels(name: str, overrides: list[str], root: Path, n_train: int | None = None) -> dict[str, Any]:
     """The agent's default probe on one kind of data: the share of its training images (what a run's
     labeled and unlabeled images are) with a near-duplicate thumbnail, and the decision. ``n_train``: a
     pool of that many images instead of the preset's 1,000."""
-    from mgral.config import load_config
-    from mgral.data.sources import load_run_data
-    from mgral.data.synthetic import scenes, spec_for
     from mgral.strategies.rl.agent import MgralOptions
     from mgral.strategies.rl.curve import data_duplicate_share
 
-    size = [f"data.synthetic.n_train={n_train}"] if n_train else []
-    cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false", *overrides, *size])
-    folder = root / ("".join(c if c.isalnum() else "-" for c in name) + (f"-n{n_train}" if n_train else ""))
-    ds, _ = load_run_data(cfg.data, folder / "data")
+    ds, frames, scene = load_kind(name, overrides, root, n_train)
     opts = MgralOptions()
     t0 = time.perf_counter()
     share = data_duplicate_share(
         ds, np.arange(len(ds)), opts.curve_pixel_probe, order_probe=opts.curve_pixel_order_probe
     )
     seconds = time.perf_counter() - t0
-    s = cfg.data.synthetic
-    frames = spec_for(s.difficulty, **s.options).frames
-    scene = scenes(s.seed, len(ds), frames)
     row = {"kind": name, "overrides": overrides, "frames": frames, "pool": len(ds), "pixel_share": share,
            "discounted": bool(share >= opts.curve_pixel_probe_share), "duplicates": frames > 1,
            "true_share": float((np.bincount(scene)[scene] > 1).mean()), "seconds": seconds}  # fmt: skip

@@ -204,18 +204,12 @@ def shifted_nearest(ds: Any, side: int = 16, margin: int = 2) -> np.ndarray:
 
 def synthetic_kinds(root: Path) -> list[tuple[str, bool, Any]]:
     """The 17 kinds of ``duplicate_probe.py --pixels``: (name, has near-duplicates, dataset)."""
-    from duplicate_probe import PIXEL_HELD_OUT, PIXEL_SET_ON, parse_kind
-
-    from mgral.config import load_config
-    from mgral.data.sources import load_run_data
-    from mgral.data.synthetic import spec_for
+    from duplicate_probe import PIXEL_HELD_OUT, PIXEL_SET_ON, load_kind, parse_kind
 
     out = []
     for name, overrides in map(parse_kind, (*PIXEL_SET_ON, *PIXEL_HELD_OUT)):
-        cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false", *overrides])
-        ds, _ = load_run_data(cfg.data, root / "".join(c if c.isalnum() else "-" for c in name) / "data")
-        s = cfg.data.synthetic
-        out.append((name, spec_for(s.difficulty, **s.options).frames > 1, ds))
+        ds, frames, _ = load_kind(name, overrides, root)
+        out.append((name, frames > 1, ds))
     return out
 
 
@@ -231,13 +225,15 @@ def main() -> None:
                     help="with --variants: the synthetic kinds' generated data")  # fmt: skip
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from duplicate_probe import folder_name
+
     from mgral.strategies.rl.agent import MgralOptions
     from mgral.strategies.rl.curve import data_duplicate_share
 
     opts = MgralOptions()
     rows, probed = [], []
     for name, (part, images) in kinds().items():
-        ds = as_dataset(images, args.root / "".join(c if c.isalnum() else "-" for c in name))
+        ds = as_dataset(images, args.root / folder_name(name))
         if not name.endswith("shuffled"):  # the same frames: the subset reads them alike
             probed.append((name, "(real)" not in name or "GIF" in name, ds))
         t0 = time.perf_counter()

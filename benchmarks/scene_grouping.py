@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch_worth import _mean_spearman, load_batches, worth  # noqa: E402
-from duplicate_probe import PIXEL_HELD_OUT, PIXEL_SET_ON, parse_kind  # noqa: E402
+from duplicate_probe import PIXEL_HELD_OUT, PIXEL_SET_ON, load_kind, parse_kind  # noqa: E402
 from strategy_batches import cycle0  # noqa: E402
 
 PIXEL_RADII = (0.1, 0.15, 0.2, 0.25, 0.3)
@@ -59,20 +59,12 @@ def pixel_components(
 def kinds(root: Path) -> list[dict[str, Any]]:
     from sklearn.metrics import adjusted_rand_score
 
-    from mgral.config import load_config
     from mgral.data.dataset import thumbnails
-    from mgral.data.sources import load_run_data
-    from mgral.data.synthetic import scenes, spec_for
 
     rows = []
     for part, texts in (("set_on", PIXEL_SET_ON), ("held_out", PIXEL_HELD_OUT)):
         for name, overrides in map(parse_kind, texts):
-            cfg = load_config(preset="demo", overrides=["device=cpu", "progress=false", *overrides])
-            folder = root / "".join(c if c.isalnum() else "-" for c in name)
-            ds, _ = load_run_data(cfg.data, folder / "data")
-            s = cfg.data.synthetic
-            frames = spec_for(s.difficulty, **s.options).frames
-            truth = scenes(s.seed, len(ds), frames)
+            ds, frames, truth = load_kind(name, overrides, root)
             th = thumbnails(ds, np.arange(len(ds)))
             row: dict[str, Any] = {
                 "kind": name,
