@@ -126,6 +126,32 @@ def test_scenes_join_a_drifting_video_that_no_radius_pair_joins():
         CurveConfig(duplicates="frames")  # type: ignore[arg-type]
 
 
+def test_pixel_scenes_come_from_the_thumbnails_not_the_embedding():
+    """With ``scene_space=pixels`` the scenes are the components of the thumbnails: images 0-2 share a
+    thumbnail (one scene) although the embedding puts them far apart, and images 3 and 4, one point in the
+    embedding, are two scenes; a labeled image with the first thumbnail counts against that scene only.
+    Without thumbnails the pixel rule refuses to run rather than fall back to the embedding."""
+    rng = np.random.default_rng(0)
+    thumbs = rng.normal(size=(8, 64))
+    thumbs[1] = thumbs[2] = thumbs[0] + 1e-3
+    emb = rng.normal(size=(8, 4)) * 10
+    emb[4] = emb[3]
+    cfg = CurveConfig(exponent=1.0, duplicates="scenes", scene_space="pixels")
+    kw = dict(unlabeled=np.arange(8), counts=np.ones((8, 1)), labeled_counts=np.array([10]), emb_unlabeled=emb,
+              has_duplicates=True)  # fmt: skip
+    pixels = CurveReward(cfg, **kw, thumbs_unlabeled=thumbs)
+    assert pixels.weights(np.array([0, 1, 2, 3, 4])).tolist() == pytest.approx([1 / 3] * 3 + [1.0, 1.0])
+    embedded = CurveReward(replace(cfg, scene_space="embeddings"), **kw)
+    assert embedded.weights(np.array([0, 3, 4])).tolist() == pytest.approx([1.0, 0.5, 0.5])
+    held = CurveReward(cfg, **kw, thumbs_unlabeled=thumbs, thumbs_labeled=thumbs[:1] + 2e-3)
+    assert held.weights(np.array([0, 5])).tolist() == pytest.approx([0.5, 1.0])
+    with pytest.raises(ValueError, match="thumbnail"):
+        CurveReward(cfg, **kw)
+    for bad in ({"scene_space": "colours"}, {"pixel_scene_radius": 0.0}, {"pixel_scene_radius": float("nan")}):
+        with pytest.raises(ValueError, match="scene"):
+            replace(cfg, **bad)
+
+
 def test_scene_correlation_counts_a_scene_by_its_effective_number_of_images():
     """Scene 0 holds 2 of the batch's frames and no labeled one, scene 1 one frame and 1 labeled, scene 2
     three frames and 2 labeled. With frames equicorrelated at rho, n frames are worth n / (1 + (n - 1) rho)
@@ -249,6 +275,30 @@ def _probe_context(setting, tmp_path):
                            labeled=pool.labeled, unlabeled=pool.unlabeled, seed=0, cycle=0,
                            predictions=inf.predictions, embeddings_unlabeled=inf.embeddings,
                            embeddings_labeled=emb_l, oracle=None, progress=False)  # fmt: skip
+
+
+def test_the_agent_s_pixel_scenes_are_the_pool_s_thumbnail_components(setting, tmp_path):
+    """``curve_scene_space=pixels``: the agent's reward groups the pool by its images' thumbnails (labeled
+    ones included), and the estimators' feature counts those scenes; where the data has no near-duplicates
+    no thumbnail is read for scenes and nothing is discounted."""
+    from mgral.data.dataset import thumbnails
+    from mgral.strategies.rl.agent import MgralStrategy
+    from mgral.strategies.rl.curve import _median_distance, _scenes
+
+    ctx = _probe_context(setting, tmp_path)
+    strategy = MgralStrategy(MgralOptions(curve_probe=0.0, curve_scene_space="pixels"))
+    reward = strategy.reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(reward, CurveReward) and reward.scene is not None
+    tu, tl = thumbnails(ctx.dataset, ctx.unlabeled), thumbnails(ctx.dataset, ctx.labeled)
+    scene, held = _scenes(tu, tl, (0.25 * _median_distance(np.concatenate([tu, tl]))) ** 2)
+    assert reward.scene.tolist() == scene.tolist() and reward.scene_labeled.tolist() == held.tolist()
+    ctx.softmax = None
+    feat = strategy.featurizer(ctx, ctx.embeddings_unlabeled, reward)  # type: ignore[arg-type]
+    assert feat.groups is not None and feat.groups.tolist() == scene.tolist()
+    ctx.state.put("curve/has_duplicates", False)
+    ctx.state.put("curve/probe_settings", None)
+    probed = MgralStrategy(MgralOptions(curve_scene_space="pixels")).reward(ctx)  # type: ignore[arg-type]
+    assert isinstance(probed, CurveReward) and probed.scene is None and probed.emb is None
 
 
 @pytest.mark.parametrize("probe_on", ["pixels", "embeddings"])

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mgral.data.dataset import DetectionDataset
+from mgral.data.dataset import DetectionDataset, thumbnails
 from mgral.data.structures import Prediction
 from mgral.metrics.voc import evaluate_voc_dataset
 from mgral.strategies.base import Selection, SelectionContext, Strategy, TrainingSpec, register_strategy
@@ -139,6 +139,13 @@ class MgralOptions:
     # curve, duplicates=scenes: None, an image's share of its scene; rho in [0, 1], the scene worth its
     # effective number of images with frames equicorrelated at rho (curve.scene_weights)
     curve_scene_correlation: float | None = None
+    # curve, duplicates=scenes: the scenes are the components of the detector's embeddings within curve_radius
+    # x their median distance ("embeddings"), or of the images' 8 x 8 grey thumbnails within
+    # curve_pixel_scene_radius x theirs ("pixels": closer to the video-like pool's true scenes, adjusted Rand
+    # index 0.94-0.95 against 0.51-0.82; benchmarks/scene_grouping.py). Pixels decode every image of the pool
+    # once per selection
+    curve_scene_space: Literal["embeddings", "pixels"] = "embeddings"
+    curve_pixel_scene_radius: float = 0.25
     checkpoint_every: int = 1  # save the search state every N iterations
 
     def __post_init__(self) -> None:
@@ -190,7 +197,9 @@ class MgralOptions:
                            calibrate=self.curve_calibrate, redundancy=self.curve_redundancy,
                            radius=self.curve_radius, duplicates=self.curve_duplicates, probe=self.curve_probe,
                            probe_share=self.curve_probe_share,
-                           scene_correlation=self.curve_scene_correlation)  # fmt: skip
+                           scene_correlation=self.curve_scene_correlation,
+                           scene_space=self.curve_scene_space,
+                           pixel_scene_radius=self.curve_pixel_scene_radius)  # fmt: skip
 
     def reward_config(self) -> RewardConfig:
         return RewardConfig(kind=self.reward, proxy="head" if self.proxy == "curve" else self.proxy, head_init=self.head_init, folds=self.folds, base_iterations=self.base_iterations, base_fraction=self.base_fraction,
@@ -272,9 +281,21 @@ def make_reward(
             if len(predictions)
             else np.zeros((0, c))
         )
+    thumbs: dict[str, np.ndarray] = {}
+    if (
+        cfg.redundancy
+        and cfg.duplicates == "scenes"
+        and cfg.scene_space == "pixels"
+        and has_duplicates is not False
+    ):
+        # pixels only: no label is read
+        thumbs = {
+            "thumbs_unlabeled": thumbnails(dataset, unlabeled),
+            "thumbs_labeled": thumbnails(dataset, labeled),
+        }
     reward = CurveReward(cfg, unlabeled=unlabeled, counts=counts, labeled_counts=class_totals(dataset, labeled),
                          ap=ap, emb_unlabeled=emb_unlabeled, emb_labeled=emb_labeled,
-                         has_duplicates=has_duplicates)  # fmt: skip
+                         has_duplicates=has_duplicates, **thumbs)  # fmt: skip
     if not np.isnan(pixel_share):
         reward.probe_share = pixel_share
     return reward

@@ -65,6 +65,10 @@ class CurveConfig:
     # the batch and the labeled set in it); a number rho in [0, 1]: frames equicorrelated at rho, the scene
     # worth its effective number of images n / (1 + (n - 1) rho) (0: no discount, 1: one image in all)
     scene_correlation: float | None = None
+    # duplicates=scenes: where the scenes are found: "embeddings" (the detector's, within radius x their
+    # median distance) or "pixels" (8 x 8 grey thumbnails, within pixel_scene_radius x their median distance)
+    scene_space: Literal["embeddings", "pixels"] = "embeddings"
+    pixel_scene_radius: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -81,6 +85,12 @@ class CurveConfig:
             raise ValueError(f"curve probe_share must be in [0, 1], got {self.probe_share}")
         if self.scene_correlation is not None and not 0 <= self.scene_correlation <= 1:
             raise ValueError(f"curve scene_correlation must be in [0, 1], got {self.scene_correlation}")
+        if self.scene_space not in ("embeddings", "pixels"):
+            raise ValueError(f"curve scene_space must be 'embeddings' or 'pixels', got {self.scene_space!r}")
+        if not (np.isfinite(self.pixel_scene_radius) and self.pixel_scene_radius > 0):
+            raise ValueError(
+                f"curve pixel_scene_radius must be a positive number, got {self.pixel_scene_radius}"
+            )
 
 
 def class_counts(pred: Prediction, num_classes: int, threshold: float) -> np.ndarray:
@@ -124,13 +134,16 @@ class CurveReward:
     counts (float[U, C]): objects per class of each unlabeled image, already calibrated (or true, for the
     oracle); labeled_counts (float[C]); ap (float[C]): current AP per class (zeros: no saturation);
     emb_unlabeled / emb_labeled: embeddings for the redundancy discount; has_duplicates: whether the data has
-    near-duplicates, decided before (``None``: by the probe, or always with ``probe=0``).
+    near-duplicates, decided before (``None``: by the probe, or always with ``probe=0``); thumbs_unlabeled /
+    thumbs_labeled: the images' normalised 8 x 8 grey thumbnails (:func:`~mgral.data.dataset.thumbnails`),
+    where the scenes are found with ``scene_space=pixels``.
     """
 
     def __init__(
         self, cfg: CurveConfig, *, unlabeled: np.ndarray, counts: np.ndarray, labeled_counts: np.ndarray,
         ap: np.ndarray | None = None, emb_unlabeled: np.ndarray | None = None,
         emb_labeled: np.ndarray | None = None, has_duplicates: bool | None = None,
+        thumbs_unlabeled: np.ndarray | None = None, thumbs_labeled: np.ndarray | None = None,
     ) -> None:  # fmt: skip
         self.cfg = cfg
         self.unlabeled = np.asarray(unlabeled, np.int64)
@@ -170,6 +183,17 @@ class CurveReward:
                 self.has_duplicates = self.probe_share >= cfg.probe_share
             if not self.has_duplicates:  # nothing to discount: every image counts in full
                 self.emb = None
+            elif cfg.duplicates == "scenes" and cfg.scene_space == "pixels":
+                if thumbs_unlabeled is None or len(thumbs_unlabeled) != len(self.unlabeled):
+                    raise ValueError("curve scene_space=pixels needs a thumbnail of every unlabeled image")
+                tu = np.asarray(thumbs_unlabeled, np.float64)
+                tl = (
+                    np.zeros((0, tu.shape[1]))
+                    if thumbs_labeled is None
+                    else np.asarray(thumbs_labeled, float)
+                )
+                median = _median_distance(np.concatenate([tu, tl]))
+                self.scene, self.scene_labeled = _scenes(tu, tl, (cfg.pixel_scene_radius * median) ** 2)
             elif cfg.duplicates == "scenes":
                 self.scene, self.scene_labeled = _scenes(self.emb, zl, self.r2)
             else:
