@@ -147,7 +147,11 @@ def test_pixel_scenes_come_from_the_thumbnails_not_the_embedding():
     assert held.weights(np.array([0, 5])).tolist() == pytest.approx([0.5, 1.0])
     with pytest.raises(ValueError, match="thumbnail"):
         CurveReward(cfg, **kw)
-    for bad in ({"scene_space": "colours"}, {"pixel_scene_radius": 0.0}, {"pixel_scene_radius": float("nan")}):
+    for bad in (
+        {"scene_space": "colours"},
+        {"pixel_scene_radius": 0.0},
+        {"pixel_scene_radius": float("nan")},
+    ):
         with pytest.raises(ValueError, match="scene"):
             replace(cfg, **bad)
 
