@@ -45,21 +45,11 @@ PIXEL_RADII = (0.1, 0.15, 0.2, 0.25, 0.3)
 CORRELATIONS = (None, 0.5, 0.75, 1.0)  # None: the scene rule (an image's share of its scene)
 
 
-def pixel_components(
-    thumbs: np.ndarray, thumbs_labeled: np.ndarray, radius: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The reward's scene graph built on thumbnails: the component of every unlabeled image and the labeled
-    images in every component, within ``radius`` x the median distance of two thumbnails."""
-    from mgral.strategies.rl.curve import _median_distance, _scenes
-
-    median = _median_distance(np.concatenate([thumbs, thumbs_labeled]))
-    return _scenes(thumbs, thumbs_labeled, (radius * median) ** 2)
-
-
 def kinds(root: Path) -> list[dict[str, Any]]:
     from sklearn.metrics import adjusted_rand_score
 
     from mgral.data.dataset import thumbnails
+    from mgral.strategies.rl.curve import pixel_scenes
 
     rows = []
     for part, texts in (("set_on", PIXEL_SET_ON), ("held_out", PIXEL_HELD_OUT)):
@@ -73,7 +63,7 @@ def kinds(root: Path) -> list[dict[str, Any]]:
                 "scenes": int(len(np.unique(truth))),
             }
             for r in PIXEL_RADII:
-                comp, _ = pixel_components(th, np.zeros((0, th.shape[1])), r)
+                comp, _ = pixel_scenes(th, np.zeros((0, th.shape[1])), r)
                 row[f"pixels_{r}"] = {"ari": float(adjusted_rand_score(truth, comp)),
                                       "components": int(len(np.unique(comp))),
                                       "largest": int(np.bincount(comp).max())}  # fmt: skip
@@ -90,7 +80,7 @@ def dev_reference() -> dict[str, Any]:
 
     from mgral.data.dataset import thumbnails
     from mgral.strategies.rl.agent import MgralOptions
-    from mgral.strategies.rl.curve import CurveReward
+    from mgral.strategies.rl.curve import CurveReward, pixel_scenes
 
     dev, test = worth("dev", 1500), worth("test", 1500)
     per: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
@@ -104,7 +94,7 @@ def dev_reference() -> dict[str, Any]:
         th_u, th_l = thumbnails(c["dataset"], unl), thumbnails(c["dataset"], c["labeled"])
         spaces: dict[str, tuple[np.ndarray, np.ndarray] | None] = {"embeddings 0.4": None}
         for r in (0.2, 0.25):
-            spaces[f"pixels {r}"] = pixel_components(th_u, th_l, r)
+            spaces[f"pixels {r}"] = pixel_scenes(th_u, th_l, r)
         for rho in CORRELATIONS:
             for space, comp in spaces.items():
                 opts = MgralOptions(curve_duplicates="scenes", curve_scene_correlation=rho)

@@ -287,7 +287,7 @@ def test_the_agent_s_pixel_scenes_are_the_pool_s_thumbnail_components(setting, t
     no thumbnail is read for scenes and nothing is discounted."""
     from mgral.data.dataset import thumbnails
     from mgral.strategies.rl.agent import MgralStrategy
-    from mgral.strategies.rl.curve import _median_distance, _scenes
+    from mgral.strategies.rl.curve import _median_distance, _scenes, pixel_scenes
 
     ctx = _probe_context(setting, tmp_path)
     strategy = MgralStrategy(MgralOptions(curve_probe=0.0, curve_scene_space="pixels"))
@@ -296,6 +296,7 @@ def test_the_agent_s_pixel_scenes_are_the_pool_s_thumbnail_components(setting, t
     tu, tl = thumbnails(ctx.dataset, ctx.unlabeled), thumbnails(ctx.dataset, ctx.labeled)
     scene, held = _scenes(tu, tl, (0.25 * _median_distance(np.concatenate([tu, tl]))) ** 2)
     assert reward.scene.tolist() == scene.tolist() and reward.scene_labeled.tolist() == held.tolist()
+    assert [a.tolist() for a in pixel_scenes(tu, tl, 0.25)] == [scene.tolist(), held.tolist()]
     ctx.softmax = None
     feat = strategy.featurizer(ctx, ctx.embeddings_unlabeled, reward)  # type: ignore[arg-type]
     assert feat.groups is not None and feat.groups.tolist() == scene.tolist()

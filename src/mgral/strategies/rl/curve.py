@@ -186,14 +186,9 @@ class CurveReward:
             elif cfg.duplicates == "scenes" and cfg.scene_space == "pixels":
                 if thumbs_unlabeled is None or len(thumbs_unlabeled) != len(self.unlabeled):
                     raise ValueError("curve scene_space=pixels needs a thumbnail of every unlabeled image")
-                tu = np.asarray(thumbs_unlabeled, np.float64)
-                tl = (
-                    np.zeros((0, tu.shape[1]))
-                    if thumbs_labeled is None
-                    else np.asarray(thumbs_labeled, float)
+                self.scene, self.scene_labeled = pixel_scenes(
+                    thumbs_unlabeled, thumbs_labeled, cfg.pixel_scene_radius
                 )
-                median = _median_distance(np.concatenate([tu, tl]))
-                self.scene, self.scene_labeled = _scenes(tu, tl, (cfg.pixel_scene_radius * median) ** 2)
             elif cfg.duplicates == "scenes":
                 self.scene, self.scene_labeled = _scenes(self.emb, zl, self.r2)
             else:
@@ -375,6 +370,18 @@ def data_duplicate_share(
     return pixel_duplicate_share(thumbs[at], probe, adjacent, near)
 
 
+def pixel_scenes(
+    thumbs: np.ndarray, thumbs_labeled: np.ndarray | None, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scenes of ``scene_space=pixels``: the connected components of the images' thumbnails (unlabeled
+    ``thumbs``, then ``thumbs_labeled``) within ``radius`` x the median distance of two of them; the
+    component of every unlabeled image (int[U]) and the labeled images in every component (float[K])."""
+    tu = np.asarray(thumbs, np.float64)
+    tl = np.zeros((0, tu.shape[1])) if thumbs_labeled is None else np.asarray(thumbs_labeled, np.float64)
+    median = _median_distance(np.concatenate([tu, tl]))
+    return _scenes(tu, tl, (radius * median) ** 2)
+
+
 def _median_distance(z: np.ndarray) -> float:
     """The median distance between two of the rows of ``z``, over a fixed sample of at most 2,048 of them."""
     sample = z[np.random.default_rng(0).permutation(len(z))[:2048]]
@@ -434,6 +441,7 @@ __all__ = [
     "ORDER_SHIFT",
     "ORDER_SIDE",
     "pixel_duplicate_share",
+    "pixel_scenes",
     "probe_rows",
     "precision_recall",
     "scene_weights",
