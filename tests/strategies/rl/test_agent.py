@@ -179,6 +179,15 @@ def test_oracle_ablation_gets_ground_truth_in_simulation_only(tmp_path, monkeypa
                 info["polish"]["swaps"] == 3000 and info["polish"]["end"] >= info["polish"]["start"]
             ),
         ),
+        (  # the reward's scenes on the thumbnails, recorded: how many the pool has, the batch reaches, and new
+            "curve_probe=0,curve_scene_space=pixels",
+            lambda info, picks: (
+                info["duplicates"]["discounted"]
+                and info["duplicates"]["scenes"]["space"] == "pixels"
+                and 0 <= info["duplicates"]["scenes"]["new"] <= info["duplicates"]["scenes"]["batch"] <= 20
+                and info["duplicates"]["scenes"]["batch"] <= info["duplicates"]["scenes"]["pool"]
+            ),
+        ),
         (
             "polish_swaps=200",
             lambda info, picks: (

@@ -524,6 +524,13 @@ class MgralStrategy(Strategy):
                 "probe": opts.curve_probe_on if opts.probing() else None,
                 "probe_share": ctx.state.get("curve/probe_share") if opts.probing() else None,
             }
+            if reward_fn.scene is not None:  # the reward's scenes: how many, and how many the batch reaches
+                batch_scenes = np.unique(reward_fn.scene[chosen])
+                info["duplicates"]["scenes"] = {
+                    "space": opts.curve_scene_space, "pool": int(len(reward_fn.scene_labeled)),
+                    "batch": int(len(batch_scenes)),
+                    "new": int((reward_fn.scene_labeled[batch_scenes] == 0).sum()),
+                }  # fmt: skip
         log.info("mgral: cycle %d search done: %d iterations, %d true rewards, %d records", ctx.cycle + 1,
                  opts.iterations, state.true_calls, len(records))  # fmt: skip
         order = np.argsort(-probs[chosen], kind="stable")
