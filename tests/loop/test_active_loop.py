@@ -117,6 +117,46 @@ def test_config_mismatch_is_refused(reference):
         ActiveLearningRun(other, out).run()
 
 
+def test_the_run_records_every_strategy_option_and_resumes_with_them(tmp_path):
+    """config.yaml writes every option of the run's strategies out, defaults included, so that a later
+    version with other defaults cannot change a run half-way: the same command is then refused naming the
+    option, and the stored config resumes with the options the run started with. A directory written before
+    the options were recorded in full resumes as before and is written out in full; a strategy the grid adds
+    brings its options."""
+    from mgral.config import save_config, to_dict
+    from mgral.strategies.base import build_strategy
+    from mgral.strategies.rl.agent import MgralOptions
+
+    cfg = load_config(preset="smoke", overrides=["loop.strategies=[random, mgral]", "device=cpu"])
+    new = tmp_path / "new"
+    new.mkdir()
+    run = ActiveLearningRun(cfg, new)
+    run._save_config(run._check_dir())
+    stored = ActiveLearningRun.stored_config(new)
+    assert stored is not None and stored.strategy_params == {"mgral": to_dict(MgralOptions())}
+    # as if the run had started under a version whose default was "pixels"
+    old = "pixels" if MgralOptions().curve_scene_space == "embeddings" else "embeddings"
+    mgral_params = {**stored.strategy_params["mgral"], "curve_scene_space": old}
+    save_config(replace(stored, strategy_params={"mgral": mgral_params}), new / "config.yaml")
+    with pytest.raises(InputError, match="strategy_params.mgral.curve_scene_space.*--out DIR"):
+        ActiveLearningRun(cfg, new)._check_dir()
+    kept = ActiveLearningRun(ActiveLearningRun.stored_config(new), new)  # type: ignore[arg-type]
+    kept._check_dir()
+    assert build_strategy("mgral", kept.cfg.strategy_params["mgral"]).options.curve_scene_space == old
+    # a directory of an earlier version: only the options given were written
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    save_config(replace(cfg, strategy_params={"mgral": {"iterations": 7}}), earlier / "config.yaml")
+    given = load_config(preset="smoke", overrides=["loop.strategies=[random, mgral, entropy]", "device=cpu",
+                                                  "strategy_params.mgral.iterations=7"])  # fmt: skip
+    run = ActiveLearningRun(given, earlier)
+    run._save_config(run._check_dir())
+    grown = ActiveLearningRun.stored_config(earlier)
+    assert grown is not None and grown.loop.strategies == ("random", "mgral", "entropy")
+    assert grown.strategy_params["mgral"] == to_dict(MgralOptions(iterations=7))
+    assert set(grown.strategy_params) == {"mgral", "entropy"}
+
+
 def test_pool_too_small_is_an_input_error(tmp_path):
     cfg = load_config(preset="smoke", overrides=["loop.initial=100", "loop.budget=50", "loop.cycles=3"])
     with pytest.raises(InputError, match="exceeds the pool of 120 images"):

@@ -42,7 +42,7 @@ from mgral.strategies.base import (
     build_strategy,
     expand_strategy_names,
     pool_view,
-    validate_strategy_params,
+    resolved_strategy_params,
 )
 from mgral.training.engine import Objective, fit
 from mgral.training.supervised import Supervised
@@ -114,10 +114,10 @@ class ActiveLearningRun:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, *, progress: bool | None = None,
                  executor: Executor | None = None) -> None:  # fmt: skip
-        self.cfg = cfg
+        # every strategy option written out (defaults included): the run keeps them across versions
+        self.cfg = cfg = replace(cfg, strategy_params=resolved_strategy_params(cfg))
         self.run_dir = Path(run_dir)
         self.progress = cfg.progress if progress is None else progress
-        validate_strategy_params(cfg)
         self.strategy_names = expand_strategy_names(cfg.loop.strategies)
         self.device = resolve_device(cfg.device)
         self.executor: Executor = executor or InlineExecutor()
@@ -136,16 +136,23 @@ class ActiveLearningRun:
         stored = self.stored_config(self.run_dir)
         if stored is None:
             return None
+        # a directory written before the options were recorded in full reads with this version's defaults
+        stored = replace(stored, strategy_params=resolved_strategy_params(stored))
         a, b = to_dict(stored), to_dict(self.cfg)
         for d in (a, b):
             d.pop("progress", None)
             for k in GRID_KEYS:
                 d["loop"].pop(k, None)
+        # a strategy the grid adds brings its options; those of the strategies in both must agree
+        common = set(a["strategy_params"]) & set(b["strategy_params"])
+        for d in (a, b):
+            d["strategy_params"] = {k: v for k, v in d["strategy_params"].items() if k in common}
         if a != b:
             raise InputError(
                 self.run_dir / "config.yaml",
                 f"this run directory holds a run with another config (first difference at '{_diff_key(a, b)}'); "
-                "use another --out, or the same config (more seeds or strategies are fine) to resume",
+                "use another --out, or the same config (more seeds or strategies are fine) to resume; "
+                "'mgral run --out DIR' alone resumes with the stored config",
             )
         return stored
 
@@ -157,8 +164,10 @@ class ActiveLearningRun:
         loop = stored.loop
         grown = replace(loop, strategies=tuple(dict.fromkeys([*loop.strategies, *self.cfg.loop.strategies])),
                         seeds=tuple(dict.fromkeys([*loop.seeds, *self.cfg.loop.seeds])))  # fmt: skip
-        if grown != loop:
-            save_config(replace(stored, loop=grown), self.run_dir / "config.yaml")
+        params = {**self.cfg.strategy_params, **stored.strategy_params}
+        new, raw = replace(stored, loop=grown, strategy_params=params), self.stored_config(self.run_dir)
+        if raw is None or to_dict(new) != to_dict(raw):  # a grown grid, or options not yet written out
+            save_config(new, self.run_dir / "config.yaml")
 
     def open(self) -> None:
         """Load (or generate) the data and open the run store."""

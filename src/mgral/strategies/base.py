@@ -302,6 +302,22 @@ def strategy_options(name: str, params: dict[str, Any] | None = None) -> Any:
     return from_mapping(_known(name).Options, params, f"strategy_params.{name}")
 
 
+def resolved_strategy_params(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """``cfg.strategy_params`` with every option of every strategy of the run (and of any other entry)
+    written out, defaults included: what a run directory records, so that a run resumed under a later
+    version whose defaults changed keeps the options it started with. A strategy without options has no
+    entry. Raises :class:`InputError` as :func:`validate_strategy_params`."""
+    from mgral.config import to_dict
+
+    validate_strategy_params(cfg)
+    out: dict[str, dict[str, Any]] = {}
+    for name in [*expand_strategy_names(cfg.loop.strategies), *cfg.strategy_params]:
+        params = to_dict(strategy_options(name, cfg.strategy_params.get(name)))
+        if params:
+            out[name] = params
+    return out
+
+
 def build_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
     """Instantiate a registered strategy from its raw options."""
     return _known(name)(strategy_options(name, params))
@@ -347,6 +363,6 @@ def replace_images(dataset: DetectionDataset, images: list[Any]) -> DetectionDat
 __all__ = [
     "NEEDS", "STRATEGIES", "KeyValue", "MemoryStore", "NoOptions", "ScoringStrategy", "Selection",
     "SelectionContext", "Strategy", "StrategyState", "TrainingSpec", "UndeclaredInput", "available_strategies",
-    "build_strategy", "expand_strategy_names", "pool_view", "register_strategy", "strategy_options", "top_k",
-    "validate_strategy_params",
+    "build_strategy", "expand_strategy_names", "pool_view", "register_strategy", "resolved_strategy_params",
+    "strategy_options", "top_k", "validate_strategy_params",
 ]  # fmt: skip
