@@ -88,6 +88,8 @@ class MgralOptions:
     neighbours: int = 5  # of the table's inverse-distance estimate
     feature: Literal["composition", "histogram", "mean"] = "composition"  # the batch feature
     clusters: int = 16  # k-means clusters of the batch features
+    # greedy: the policy decoded greedily, degenerate with pick probabilities near b / N (it takes the pool's
+    # last images; never the best of the re-scored candidates: docs/design.md "The final batch")
     final: Literal["rescore", "best", "greedy"] = "rescore"
     rescore_top: int = 4  # batches re-scored with the true reward for final=rescore (plus the greedy one)
     # swaps of hill climbing of the final batch with the true reward (0: none). None: 3,000 with the curve
