@@ -311,7 +311,7 @@ def resolved_strategy_params(cfg: RunConfig) -> dict[str, dict[str, Any]]:
 
     validate_strategy_params(cfg)
     out: dict[str, dict[str, Any]] = {}
-    for name in [*expand_strategy_names(cfg.loop.strategies), *cfg.strategy_params]:
+    for name in dict.fromkeys([*expand_strategy_names(cfg.loop.strategies), *cfg.strategy_params]):
         params = to_dict(strategy_options(name, cfg.strategy_params.get(name)))
         if params:
             out[name] = params
