@@ -134,7 +134,7 @@ def test_the_run_records_every_strategy_option_and_resumes_with_them(tmp_path):
     run._save_config(run._check_dir())
     stored = ActiveLearningRun.stored_config(new)
     assert stored is not None and stored.strategy_params == {"mgral": to_dict(MgralOptions())}
-    # as if the run had started under a version whose default was "pixels"
+    # as if the run had started under a version whose default was the other scene space
     old = "pixels" if MgralOptions().curve_scene_space == "embeddings" else "embeddings"
     mgral_params = {**stored.strategy_params["mgral"], "curve_scene_space": old}
     save_config(replace(stored, strategy_params={"mgral": mgral_params}), new / "config.yaml")
